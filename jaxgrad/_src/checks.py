@@ -1,0 +1,134 @@
+"""Argument validation with jax-style messages.
+
+Every public function validates the *static* properties of its arguments here,
+in Python, before tracing: dtypes, ranks, axes, the number of keys, structural
+options such as ``num_samples``. Each message names the function, the argument,
+what was received and how to fix it. Values that may be traced (``temperature``,
+logits) are only checked when they are concrete; under ``jit`` their
+preconditions are documented instead (never ``assert`` on a tracer).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_typed_key(key: Any) -> bool:
+    """Whether ``key`` is a new-style typed PRNG key array (``jax.random.key``)."""
+    dtype = getattr(key, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def check_key(key: Any, fn: str, name: str = "key") -> None:
+    """Checks that ``key`` is a single PRNG key, typed or legacy ``uint32[2]``.
+
+    Raises:
+      TypeError: if ``key`` is not a key.
+      ValueError: if ``key`` is a batch of keys.
+    """
+    if is_typed_key(key):
+        if jnp.shape(key) != ():
+            raise ValueError(
+                f"{fn} accepts a single {name}, but was given a key array of shape "
+                f"{jnp.shape(key)}. Use jax.vmap for batching."
+            )
+        return
+    dtype = getattr(key, "dtype", None)
+    if dtype is None or dtype != jnp.uint32:
+        raise TypeError(
+            f"{fn}: {name} must be a PRNG key from jax.random.key (or a legacy "
+            f"uint32[2] key from jax.random.PRNGKey), got {_describe(key)}."
+        )
+    if jnp.shape(key) != (2,):
+        raise ValueError(
+            f"{fn} accepts a single {name}, but was given a key array of shape "
+            f"{jnp.shape(key)}. Use jax.vmap for batching."
+        )
+
+
+def check_floating(x: Any, fn: str, name: str) -> None:
+    """Raises ``TypeError`` unless ``x`` has a floating dtype."""
+    dtype = jnp.result_type(x) if not hasattr(x, "dtype") else x.dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{fn}: {name} must have a floating dtype, got {dtype}. "
+            f"Convert it first, e.g. {name}.astype(jnp.float32)."
+        )
+
+
+def check_axis(axis: int, ndim: int, fn: str, name: str = "logits") -> int:
+    """Returns the non-negative ``axis`` after checking it is valid for ``ndim``."""
+    if not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{fn}: axis must be a static int, got {_describe(axis)}.")
+    if ndim == 0:
+        raise ValueError(
+            f"{fn}: {name} must have at least one dimension (the categories), got a scalar."
+        )
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"{fn}: axis={axis} is out of range for {name} with {ndim} dimension(s); "
+            f"pass an axis in [{-ndim}, {ndim - 1}]."
+        )
+    return int(axis) % ndim
+
+
+def check_positive(x: Any, fn: str, name: str) -> None:
+    """Checks ``x > 0`` when ``x`` is concrete; traced values are left alone."""
+    if isinstance(x, jax.core.Tracer):
+        return
+    try:
+        values = np.asarray(x)
+    except Exception:  # noqa: BLE001 - not a concrete array: nothing to check
+        return
+    if values.dtype == object or not np.issubdtype(values.dtype, np.number):
+        raise TypeError(f"{fn}: {name} must be a positive number or array, got {_describe(x)}.")
+    if not np.all(values > 0):
+        raise ValueError(
+            f"{fn}: {name} must be positive, got {x}. "
+            f"Use a small positive value (e.g. 1e-3) for a nearly hard sample."
+        )
+
+
+def check_num_samples(num_samples: Any, fn: str, minimum: int = 1, why: str = "") -> int:
+    """Checks that ``num_samples`` is a static int ``>= minimum``."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
+        raise TypeError(
+            f"{fn}: num_samples must be a static Python int, got {_describe(num_samples)}."
+        )
+    if num_samples < minimum:
+        reason = f" {why}" if why else ""
+        raise ValueError(
+            f"{fn}: num_samples must be at least {minimum}, got {num_samples}.{reason}"
+        )
+    return int(num_samples)
+
+
+def check_min_ndim(x: Any, ndim: int, fn: str, name: str, what: str) -> None:
+    """Raises ``ValueError`` unless ``x`` has at least ``ndim`` dimensions."""
+    if jnp.ndim(x) < ndim:
+        raise ValueError(
+            f"{fn}: {name} must have at least {ndim} dimension(s) ({what}), "
+            f"got shape {jnp.shape(x)}."
+        )
+
+
+def check_scalar_output(shape: Sequence[int], fn: str, what: str = "f") -> None:
+    """Raises ``ValueError`` unless a user function returned a scalar."""
+    if tuple(shape) != ():
+        raise ValueError(
+            f"{fn}: {what} must return a scalar for one sample, but returned shape "
+            f"{tuple(shape)}. Reduce it (e.g. jnp.sum) or write {what} for a single sample; "
+            f"the estimator batches it with jax.vmap."
+        )
+
+
+def _describe(x: Any) -> str:
+    if hasattr(x, "dtype") and hasattr(x, "shape"):
+        return f"an array of dtype {x.dtype} and shape {tuple(x.shape)}"
+    return f"{type(x).__name__} {x!r}"

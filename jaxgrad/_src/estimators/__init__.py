@@ -1,0 +1,1 @@
+"""Estimator transformations, one module per family; see ``registry``."""

@@ -1,0 +1,87 @@
+"""Shared machinery of the estimator transformations.
+
+Every estimator is ``jaxgrad.NAME(f, *, options) -> est`` with
+``est(key, params, *args) -> estimate``: the value is a Monte Carlo average of
+``f(x, *args)`` over ``x ~ p_params``, and ``jax.grad(est, argnums=1)`` is the
+estimator. ``f`` is written for one sample and returns a scalar; helpers here
+batch it, validate it, and build the stop-gradient surrogates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxgrad._src import checks
+
+Array = jax.Array
+
+
+def magic_box(x: Array) -> Array:
+    r"""The DiCE operator: value 1, derivative of every order as ``exp(x)``.
+
+    .. math::
+        \boxdot(x) = \exp(x - \bot(x)), \qquad \boxdot(x) = 1, \qquad
+        \nabla \boxdot(x) = \boxdot(x) \nabla x .
+
+    Multiplying a cost by ``magic_box(log p(x))`` gives a surrogate whose value
+    is the cost and whose derivatives of every order are unbiased
+    score-function estimators of the derivatives of ``E[f]`` (``bot`` is
+    stop-gradient).
+
+    Args:
+      x: a (sum of) log-probabilities of sampled values.
+
+    Returns:
+      An array of ones of the shape and dtype of ``x`` that carries the
+      gradient of ``exp(x)``.
+
+    Example:
+      >>> import jax, jaxgrad
+      >>> float(jaxgrad.magic_box(3.0)), float(jax.grad(jaxgrad.magic_box)(3.0))
+      (1.0, 1.0)
+
+    References:
+      Foerster et al., *DiCE: The Infinitely Differentiable Monte Carlo
+      Estimator*, ICML 2018. https://arxiv.org/abs/1802.05098
+    """
+    return jnp.exp(x - jax.lax.stop_gradient(x))
+
+
+def check_f(f: Any, fn: str) -> None:
+    """Raises ``TypeError`` unless ``f`` is callable."""
+    if not callable(f):
+        raise TypeError(
+            f"{fn}: f must be a callable f(x, *args) -> scalar, got {type(f).__name__}."
+        )
+
+
+def check_dist(dist: Any, fn: str, *, need_support: bool = False) -> None:
+    """Raises ``TypeError`` unless ``dist`` has ``sample`` and ``log_prob``."""
+    needed = ("sample", "log_prob", "support") if need_support else ("sample", "log_prob")
+    missing = [m for m in needed if not callable(getattr(dist, m, None))]
+    if missing:
+        raise TypeError(
+            f"{fn}: dist must be a jaxgrad.dists spec or an object with "
+            f"{', '.join(needed)}; {type(dist).__name__} lacks {', '.join(missing)}."
+        )
+
+
+def batch_f(f: Callable[..., Array], fn: str) -> Callable[..., Array]:
+    """Returns ``fs(xs, *args)`` that maps the one-sample ``f`` over ``xs``' leading axis.
+
+    The output of ``f`` is checked (statically, with ``jax.eval_shape``) to be a
+    scalar, so that a batched ``f`` is caught with a message rather than a
+    silent broadcast.
+    """
+
+    def fs(xs: Any, *args: Any) -> Array:
+        x0 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), xs)
+        out = jax.eval_shape(lambda x: f(x, *args), x0)
+        checks.check_scalar_output(getattr(out, "shape", None) or (), fn)
+        return jax.vmap(lambda x: f(x, *args))(xs)
+
+    return fs

@@ -1,0 +1,212 @@
+"""Primitive samplers: Gumbel noise, Gumbel-max categorical, pathwise normal.
+
+These are the bottom layer of jaxgrad: everything else (relaxations,
+distribution specs, estimators) draws its randomness through them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike, DTypeLike
+
+from jaxgrad._src import checks
+
+Array = jax.Array
+
+
+def compute_dtype(dtype: DTypeLike) -> jnp.dtype:
+    """The dtype noise is drawn and combined in: at least float32.
+
+    bfloat16 and float16 have too few mantissa bits for ``logits + noise`` at
+    large logits (the spacing of bfloat16 at 1e4 is 64), so arithmetic happens
+    in float32 and only the result is cast back.
+    """
+    dtype = jnp.dtype(dtype)
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def uniform_open(key: ArrayLike, shape: Sequence[int], dtype: DTypeLike) -> Array:
+    """Uniform noise on the open interval ``(0, 1)``, drawn flat and reshaped.
+
+    The lower end is the smallest normal number of ``dtype`` so that ``log(u)``
+    is finite; ``jax.random.uniform`` already excludes 1.
+    """
+    dtype = jnp.dtype(dtype)
+    size = 1
+    for s in shape:
+        size *= s
+    u = jax.random.uniform(key, (size,), dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
+    return u.reshape(shape)
+
+
+def gumbel(key: ArrayLike, shape: Sequence[int] = (), dtype: DTypeLike = jnp.float32) -> Array:
+    r"""Standard Gumbel noise that is always finite.
+
+    .. math::
+        G = -\log(-\log U), \qquad U \sim \mathcal{U}(0, 1),
+        \qquad P(G \le g) = \exp(-e^{-g}).
+
+    ``U`` is drawn on the open interval ``(tiny, 1)`` in at least float32, so
+    that neither logarithm sees 0 (the naive ``-log(-log(0))`` is the classic
+    source of ``inf`` in Gumbel-softmax code), and the result is cast to
+    ``dtype``. In float32 the noise lies in about ``[-4.5, 16.7]``.
+
+    Args:
+      key: a PRNG key (typed, from ``jax.random.key``, or legacy ``uint32[2]``).
+      shape: the output shape.
+      dtype: a floating dtype (float16, bfloat16, float32, float64).
+
+    Returns:
+      An array of ``shape`` and ``dtype`` with i.i.d. standard Gumbel entries.
+      It carries no gradient.
+
+    Raises:
+      TypeError: if ``dtype`` is not floating or ``key`` is not a key.
+      ValueError: if ``key`` is a batch of keys.
+
+    Example:
+      >>> import jax, jaxgrad
+      >>> g = jaxgrad.gumbel(jax.random.key(0), (3,))
+      >>> g.shape, g.dtype
+      ((3,), dtype('float32'))
+
+    References:
+      Gumbel, *Statistical theory of extreme values*, 1954.
+    """
+    checks.check_key(key, "gumbel")
+    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+        raise TypeError(f"gumbel: dtype must be a floating dtype, got {jnp.dtype(dtype)}.")
+    shape = tuple(shape)
+    u = uniform_open(key, shape, compute_dtype(dtype))
+    return (-jnp.log(-jnp.log(u))).astype(dtype)
+
+
+def categorical(
+    key: ArrayLike,
+    logits: ArrayLike,
+    *,
+    axis: int = -1,
+    shape: Sequence[int] | None = None,
+) -> Array:
+    r"""Samples category indices by the Gumbel-max trick.
+
+    .. math::
+        k = \arg\max_i \; (l_i + G_i), \qquad P(k = i) = \mathrm{softmax}(l)_i.
+
+    Masked categories (``logits = -inf``) are never drawn, as long as at least
+    one category of each distribution is finite. The addition happens in at
+    least float32, so bfloat16 logits of magnitude 1e4 keep their meaning.
+
+    Args:
+      key: a PRNG key.
+      logits: unnormalized log-probabilities, floating, with the categories
+        along ``axis``.
+      axis: the category axis (static).
+      shape: the batch shape of the result; must broadcast with the batch shape
+        of ``logits`` (``logits.shape`` without ``axis``). Defaults to it.
+
+    Returns:
+      An ``int32`` array of ``shape``. Sampling carries no gradient; use a
+      relaxation or an estimator for one.
+
+    Raises:
+      TypeError: if ``logits`` is not floating.
+      ValueError: if ``axis`` is out of range or ``key`` is a batch.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxgrad
+      >>> k = jaxgrad.categorical(jax.random.key(0), jnp.array([0.0, -jnp.inf, 0.0]))
+      >>> bool(k != 1)
+      True
+
+    References:
+      Gumbel 1954; Maddison, Tarlow & Minka, *A\* Sampling*, NeurIPS 2014.
+    """
+    fn = "categorical"
+    checks.check_key(key, fn)
+    logits = jnp.asarray(logits)
+    checks.check_floating(logits, fn, "logits")
+    axis = checks.check_axis(axis, logits.ndim, fn)
+    logits = jnp.moveaxis(logits, axis, -1)
+    batch_shape = logits.shape[:-1]
+    if shape is None:
+        shape = batch_shape
+    shape = tuple(shape)
+    try:
+        jnp.broadcast_shapes(shape, batch_shape)
+    except ValueError:
+        raise ValueError(
+            f"{fn}: shape={shape} does not broadcast with the batch shape of logits "
+            f"{batch_shape} (logits.shape without axis {axis})."
+        ) from None
+    dtype = compute_dtype(logits.dtype)
+    noise = gumbel(key, shape + logits.shape[-1:], dtype)
+    return jnp.argmax(logits.astype(dtype) + noise, axis=-1).astype(jnp.int32)
+
+
+def normal(
+    key: ArrayLike,
+    loc: ArrayLike,
+    scale: ArrayLike,
+    *,
+    shape: Sequence[int] | None = None,
+) -> Array:
+    r"""A reparameterized Gaussian sample, differentiable in ``loc`` and ``scale``.
+
+    .. math::
+        x = \mu + \sigma \varepsilon, \qquad \varepsilon \sim \mathcal{N}(0, 1),
+        \qquad \frac{\partial x}{\partial \mu} = 1, \quad
+        \frac{\partial x}{\partial \sigma} = \varepsilon .
+
+    The gradient is the pathwise (reparameterization) estimator: unbiased, and
+    it requires the downstream cost to be differentiable.
+
+    Args:
+      key: a PRNG key.
+      loc: the mean, floating.
+      scale: the standard deviation, floating, positive (not checked under jit).
+      shape: the output shape; must broadcast with ``loc`` and ``scale``.
+        Defaults to their broadcast shape.
+
+    Returns:
+      An array of ``shape`` in the dtype of ``loc``/``scale``.
+
+    Raises:
+      TypeError: if ``loc`` or ``scale`` is not floating.
+      ValueError: if ``shape`` does not broadcast, or ``key`` is a batch.
+
+    Example:
+      >>> import jax, jaxgrad
+      >>> key = jax.random.key(0)
+      >>> eps = jaxgrad.normal(key, 0.0, 1.0)
+      >>> g = jax.grad(lambda s: jaxgrad.normal(key, 1.0, s))(2.0)
+      >>> bool(abs(g - eps) < 1e-6)
+      True
+
+    References:
+      Kingma & Welling, *Auto-Encoding Variational Bayes*, ICLR 2014;
+      Rezende, Mohamed & Wierstra, ICML 2014.
+    """
+    fn = "normal"
+    checks.check_key(key, fn)
+    loc = jnp.asarray(loc)
+    scale = jnp.asarray(scale)
+    checks.check_floating(loc, fn, "loc")
+    checks.check_floating(scale, fn, "scale")
+    dtype = jnp.result_type(loc, scale)
+    param_shape = jnp.broadcast_shapes(loc.shape, scale.shape)
+    shape = param_shape if shape is None else tuple(shape)
+    try:
+        jnp.broadcast_shapes(shape, param_shape)
+    except ValueError:
+        raise ValueError(
+            f"{fn}: shape={shape} does not broadcast with loc/scale of shape {param_shape}."
+        ) from None
+    size = 1
+    for s in shape:
+        size *= s
+    eps = jax.random.normal(key, (size,), compute_dtype(dtype)).reshape(shape)
+    return loc + scale * eps.astype(dtype)
