@@ -85,3 +85,29 @@ def batch_f(f: Callable[..., Array], fn: str) -> Callable[..., Array]:
         return jax.vmap(lambda x: f(x, *args))(xs)
 
     return fs
+
+
+def with_gradient(value: Array, params: Any, grad: Any) -> Array:
+    r"""Returns ``value`` whose gradient with respect to ``params`` is ``grad``.
+
+    .. math::
+        s(\theta) = v + \langle \theta - \bot(\theta), \bot(\hat g) \rangle,
+        \qquad s = v, \qquad \nabla_\theta s = \hat g + \nabla_\theta v .
+
+    ``value`` should not depend on ``params`` except through paths whose
+    gradient is wanted as well (e.g. ``f``'s own arguments, pathwise); ``grad``
+    is a pytree like ``params``, an estimate computed by the caller. This is the
+    stop-gradient form of a custom VJP: it composes with ``vmap``, ``jit`` and
+    forward mode, but its second derivative in ``params`` is zero, so
+    estimators built on it are first-order only (the registry says which).
+    """
+    leaves = jax.tree.leaves(
+        jax.tree.map(
+            lambda p, g: jnp.sum(
+                (p - jax.lax.stop_gradient(p)) * jax.lax.stop_gradient(g).astype(p.dtype)
+            ),
+            params,
+            grad,
+        )
+    )
+    return value + sum(leaves).astype(value.dtype)
