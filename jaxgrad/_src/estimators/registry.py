@@ -1,0 +1,347 @@
+"""The registry of every estimator and relaxation, with declared metadata.
+
+``jaxgrad.ESTIMATORS`` maps a name to an :class:`EstimatorInfo`. Each entry
+knows how to build the estimator for a cost ``f`` and a distribution spec with
+one uniform call, ``info.build(f, dist=..., num_samples=...)``, which returns
+``est(key, params, *args)`` with the contract of every jaxgrad estimator. Tests,
+variance studies and benchmarks iterate over the registry instead of keeping
+their own lists, so a new estimator is studied and tested by registering it.
+
+Relaxations and straight-through samplers (``gumbel_softmax``, ``reinmax``,
+...) are registered too, wrapped as estimators: ``est(key, logits, *args)``
+averages ``f(sample, *args)`` over ``num_samples`` relaxed samples, so that
+``jax.grad`` of it is the (biased) relaxed or straight-through gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxgrad._src import checks
+from jaxgrad._src.estimators import common
+
+Array = jax.Array
+Builder = Callable[..., Callable[..., Array]]
+
+BERNOULLI = "bernoulli"
+CATEGORICAL = "categorical"
+NORMAL = "normal"
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorInfo:
+    """What a study, a benchmark or a test needs to know about an estimator.
+
+    Attributes:
+      name: the registry key.
+      build: ``build(f, *, dist, num_samples) -> est`` with
+        ``est(key, params, *args)``.
+      variables: the variable types it applies to (``"bernoulli"``,
+        ``"categorical"``, ``"normal"``).
+      unbiased: whether ``E[grad est] = grad E[f]`` exactly.
+      black_box: whether it works with a non-differentiable ``f`` (evaluated
+        only at samples in the support).
+      higher_order: whether derivatives of every order are unbiased (DiCE).
+      f_evals: ``f_evals(num_samples, event_shape, variable) -> int``,
+        evaluations of ``f`` per estimate for parameters of ``event_shape``.
+      num_samples: the default number of samples in studies.
+      min_num_samples: the smallest valid ``num_samples``.
+      relaxation: whether it is a relaxation / straight-through sampler
+        wrapped as an estimator rather than an estimator transformation.
+      reference: the paper.
+    """
+
+    name: str
+    build: Builder
+    variables: frozenset[str]
+    unbiased: bool
+    black_box: bool
+    higher_order: bool
+    f_evals: Callable[[int, tuple[int, ...], str], int]
+    num_samples: int = 1
+    min_num_samples: int = 1
+    relaxation: bool = False
+    reference: str = ""
+
+    def applies_to(self, variable: str) -> bool:
+        """Whether this estimator handles variables of type ``variable``."""
+        return variable in self.variables
+
+    def cost(
+        self, variable: str, event_shape: Sequence[int], num_samples: int | None = None
+    ) -> int:
+        """Evaluations of ``f`` per estimate for ``variable`` params of ``event_shape``."""
+        n = self.num_samples if num_samples is None else num_samples
+        return int(self.f_evals(n, tuple(event_shape), variable))
+
+
+def sampler_estimator(
+    f: Callable[..., Array],
+    sampler: Callable[[Any, Array], Array],
+    *,
+    num_samples: int = 1,
+    name: str = "sampler_estimator",
+) -> Callable[..., Array]:
+    r"""Wraps a sampler that carries its gradient rule as an estimator.
+
+    .. math::
+        \mathrm{est}(k, l, \ldots) = \frac1N \sum_{n=1}^N f(y_n, \ldots),
+        \qquad y_n = \mathrm{sampler}(k_n, l),
+
+    so ``jax.grad`` of it is whatever rule the sampler carries (relaxed,
+    straight-through, Gumbel-Rao, ReinMax), averaged over ``N`` samples.
+
+    Args:
+      f: the cost for one sample, returning a scalar.
+      sampler: ``sampler(key, logits) -> sample``.
+      num_samples: samples averaged per estimate (static).
+      name: the name used in error messages.
+
+    Returns:
+      ``est(key, logits, *args) -> scalar``.
+    """
+    common.check_f(f, name)
+    num_samples = checks.check_num_samples(num_samples, name)
+    fs = common.batch_f(f, name)
+
+    def est(key: Any, logits: Any, *args: Any) -> Array:
+        checks.check_key(key, name)
+        keys = jax.random.split(key, num_samples)
+        ys = jax.vmap(sampler, in_axes=(0, None))(keys, logits)
+        return jnp.mean(fs(ys, *args))
+
+    return est
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+def _vars(shape: tuple[int, ...]) -> int:
+    """Number of categorical variables in a ``[..., K]`` event."""
+    return math.prod(shape[:-1])
+
+
+def _support(variable: str, shape: tuple[int, ...]) -> int:
+    if variable == BERNOULLI:
+        return 2 ** _size(shape)
+    return shape[-1] ** _vars(shape)
+
+
+# Builders import lazily so the registry can be read without pulling in every
+# estimator module (and so the modules stay independent of one another).
+
+
+def _score_function(f, *, dist, num_samples):
+    from jaxgrad._src.estimators.score_function import score_function
+
+    return score_function(f, dist=dist, num_samples=num_samples)
+
+
+def _rloo(f, *, dist, num_samples):
+    from jaxgrad._src.estimators.score_function import rloo
+
+    return rloo(f, dist=dist, num_samples=num_samples)
+
+
+def _optimal(f, *, dist, num_samples):
+    from jaxgrad._src.estimators.score_function import score_function
+
+    return score_function(f, dist=dist, num_samples=num_samples, baseline="optimal")
+
+
+def _pathwise(f, *, dist, num_samples):
+    from jaxgrad._src.estimators.pathwise import pathwise
+
+    return pathwise(f, dist=dist, num_samples=num_samples)
+
+
+def _measure_valued(f, *, dist, num_samples):
+    del dist
+    from jaxgrad._src.estimators.measure_valued import measure_valued
+
+    return measure_valued(f, num_samples=num_samples)
+
+
+def _exact(f, *, dist, num_samples):
+    del num_samples
+    from jaxgrad._src.estimators.exact import exact
+
+    return exact(f, dist=dist)
+
+
+def _arm(f, *, dist, num_samples):
+    del dist
+    from jaxgrad._src.estimators.arm import arm
+
+    return arm(f, num_samples=num_samples)
+
+
+def _disarm(f, *, dist, num_samples):
+    del dist
+    from jaxgrad._src.estimators.arm import disarm
+
+    return disarm(f, num_samples=num_samples)
+
+
+def _rebar(f, *, dist, num_samples):
+    del dist
+    from jaxgrad._src.estimators.rebar import rebar
+
+    return rebar(f, num_samples=num_samples)
+
+
+def _indecater(f, *, dist, num_samples):
+    del dist
+    from jaxgrad._src.estimators.indecater import indecater
+
+    return indecater(f, num_samples=num_samples)
+
+
+def _unordered_set(f, *, dist, num_samples):
+    del dist
+    from jaxgrad._src.estimators.unordered_set import unordered_set
+
+    return unordered_set(f, num_samples=num_samples)
+
+
+def _relaxation(sampler_name: str, **options: Any) -> Builder:
+    def build(f, *, dist, num_samples):
+        del dist
+        from jaxgrad._src import relaxations
+
+        sampler = getattr(relaxations, sampler_name)
+        return sampler_estimator(
+            f,
+            lambda key, logits: sampler(key, logits, **options),
+            num_samples=num_samples,
+            name=sampler_name,
+        )
+
+    return build
+
+
+_DISCRETE = frozenset({BERNOULLI, CATEGORICAL})
+_ALL = frozenset({BERNOULLI, CATEGORICAL, NORMAL})
+
+_ENTRIES = (
+    EstimatorInfo(
+        "reinforce", _score_function, _ALL, unbiased=True, black_box=True,
+        higher_order=True, f_evals=lambda n, s, v: n,
+        reference="Williams 1992, https://doi.org/10.1007/BF00992696",
+    ),
+    EstimatorInfo(
+        "rloo", _rloo, _ALL, unbiased=True, black_box=True, higher_order=True,
+        f_evals=lambda n, s, v: n, num_samples=2, min_num_samples=2,
+        reference="Kool, van Hoof & Welling 2019, https://openreview.net/forum?id=r1lgTGL5DE",
+    ),
+    EstimatorInfo(
+        "reinforce-optimal", _optimal, _ALL, unbiased=True, black_box=True,
+        higher_order=False, f_evals=lambda n, s, v: n, num_samples=2, min_num_samples=2,
+        reference="Goodfellow, Bengio & Courville, Deep Learning, sec. 20.9",
+    ),
+    EstimatorInfo(
+        "pathwise", _pathwise, frozenset({NORMAL}), unbiased=True, black_box=False,
+        higher_order=True, f_evals=lambda n, s, v: n,
+        reference="Kingma & Welling 2014, https://arxiv.org/abs/1312.6114",
+    ),
+    EstimatorInfo(
+        "measure-valued", _measure_valued, frozenset({NORMAL}), unbiased=True,
+        black_box=True, higher_order=False, f_evals=lambda n, s, v: 2 * 2 * _size(s) * n,
+        reference="Mohamed et al. 2020, sec. 6, https://jmlr.org/papers/v21/19-346.html",
+    ),
+    EstimatorInfo(
+        "exact", _exact, _DISCRETE, unbiased=True, black_box=True, higher_order=True,
+        f_evals=lambda n, s, v: _support(v, s),
+        reference="enumeration of the support",
+    ),
+    EstimatorInfo(
+        "arm", _arm, frozenset({BERNOULLI}), unbiased=True, black_box=True,
+        higher_order=False, f_evals=lambda n, s, v: 2 * n,
+        reference="Yin & Zhou 2019, https://arxiv.org/abs/1807.11143",
+    ),
+    EstimatorInfo(
+        "disarm", _disarm, frozenset({BERNOULLI}), unbiased=True, black_box=True,
+        higher_order=False, f_evals=lambda n, s, v: 2 * n,
+        reference="Dong, Mnih & Tucker 2020, https://arxiv.org/abs/2006.10680",
+    ),
+    EstimatorInfo(
+        "rebar", _rebar, frozenset({BERNOULLI}), unbiased=True, black_box=False,
+        higher_order=False, f_evals=lambda n, s, v: 3 * n,
+        reference="Tucker et al. 2017, https://arxiv.org/abs/1703.07370",
+    ),
+    EstimatorInfo(
+        "indecater", _indecater, frozenset({CATEGORICAL}), unbiased=True, black_box=True,
+        higher_order=False, f_evals=lambda n, s, v: _vars(s) * s[-1] * n,
+        reference="De Smet, Sansone & Zuidberg Dos Martires 2023, "
+        "https://arxiv.org/abs/2311.12569",
+    ),
+    EstimatorInfo(
+        "unordered-set", _unordered_set, frozenset({CATEGORICAL}), unbiased=True,
+        black_box=True, higher_order=False, f_evals=lambda n, s, v: n, num_samples=2,
+        min_num_samples=2,
+        reference="Kool, van Hoof & Welling 2020, https://arxiv.org/abs/2002.06043",
+    ),
+    EstimatorInfo(
+        "straight-through", _relaxation("straight_through_bernoulli"),
+        frozenset({BERNOULLI}), unbiased=False, black_box=False, higher_order=False,
+        f_evals=lambda n, s, v: n, relaxation=True,
+        reference="Bengio, Leonard & Courville 2013, https://arxiv.org/abs/1308.3432",
+    ),
+    EstimatorInfo(
+        "straight-through-categorical", _relaxation("straight_through_categorical"),
+        frozenset({CATEGORICAL}), unbiased=False, black_box=False, higher_order=False,
+        f_evals=lambda n, s, v: n, relaxation=True,
+        reference="Bengio, Leonard & Courville 2013, https://arxiv.org/abs/1308.3432",
+    ),
+    EstimatorInfo(
+        "relaxed-bernoulli", _relaxation("relaxed_bernoulli", temperature=0.5),
+        frozenset({BERNOULLI}), unbiased=False, black_box=False, higher_order=False,
+        f_evals=lambda n, s, v: n, relaxation=True,
+        reference="Maddison, Mnih & Teh 2017, https://arxiv.org/abs/1611.00712",
+    ),
+    EstimatorInfo(
+        "st-relaxed-bernoulli", _relaxation("relaxed_bernoulli", temperature=0.5, hard=True),
+        frozenset({BERNOULLI}), unbiased=False, black_box=False, higher_order=False,
+        f_evals=lambda n, s, v: n, relaxation=True,
+        reference="Jang, Gu & Poole 2017, https://arxiv.org/abs/1611.01144",
+    ),
+    EstimatorInfo(
+        "gumbel-softmax", _relaxation("gumbel_softmax", temperature=0.5),
+        frozenset({CATEGORICAL}), unbiased=False, black_box=False, higher_order=False,
+        f_evals=lambda n, s, v: n, relaxation=True,
+        reference="Jang, Gu & Poole 2017, https://arxiv.org/abs/1611.01144",
+    ),
+    EstimatorInfo(
+        "st-gumbel-softmax", _relaxation("gumbel_softmax", temperature=0.5, hard=True),
+        frozenset({CATEGORICAL}), unbiased=False, black_box=False, higher_order=False,
+        f_evals=lambda n, s, v: n, relaxation=True,
+        reference="Jang, Gu & Poole 2017, https://arxiv.org/abs/1611.01144",
+    ),
+    EstimatorInfo(
+        "gumbel-rao", _relaxation("gumbel_rao", temperature=0.5, num_samples=10),
+        frozenset({CATEGORICAL}), unbiased=False, black_box=False, higher_order=False,
+        f_evals=lambda n, s, v: n, relaxation=True,
+        reference="Paulus, Maddison & Krause 2021, https://arxiv.org/abs/2010.04838",
+    ),
+    EstimatorInfo(
+        "reinmax", _relaxation("reinmax", temperature=1.0),
+        frozenset({CATEGORICAL}), unbiased=False, black_box=False, higher_order=False,
+        f_evals=lambda n, s, v: n, relaxation=True,
+        reference="Liu et al. 2023, https://arxiv.org/abs/2304.08612",
+    ),
+)
+
+#: name -> :class:`EstimatorInfo`, for every estimator and relaxation.
+ESTIMATORS: Mapping[str, EstimatorInfo] = {e.name: e for e in _ENTRIES}
+
+
+def applicable(variable: str) -> list[str]:
+    """The names of the registered estimators that apply to ``variable``."""
+    return [name for name, e in ESTIMATORS.items() if e.applies_to(variable)]
