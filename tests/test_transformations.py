@@ -1,0 +1,305 @@
+"""Every sampler and every registered estimator under every JAX transformation.
+
+One registry drives the whole file: ``SAMPLERS`` below for the samplers and
+relaxations, ``jaxgrad.ESTIMATORS`` for the estimators. Each is run under
+``jit``, ``vmap`` over keys, ``vmap`` over parameters, ``grad``, ``eval_shape``,
+``shard_map`` over 8 devices and ``pmap``, with typed and legacy ``uint32`` keys,
+and with ``jax_debug_key_reuse`` on (conftest). The transformed results are
+compared with each other (a vmapped or sharded call equals the per-key calls),
+so a transformation that silently changes the numbers fails.
+
+To keep compiles few, dtypes other than float32 are only checked under
+``jit(value_and_grad)``; the structural transformations run in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+import jaxgrad
+from jaxgrad._src.estimators.registry import ESTIMATORS
+
+NUM_DEVICES = 8
+
+
+class Sampler(NamedTuple):
+    fn: Callable  # fn(key, params) -> sample
+    shape: tuple  # params shape
+    differentiable: bool = True  # whether the sample carries a gradient
+
+
+def _index_value(fn):
+    """Turns an integer sampler into a float readout so it can be differentiated."""
+
+    def g(key, logits):
+        idx = fn(key, logits)
+        return jnp.take_along_axis(logits, idx[..., None], axis=-1)[..., 0]
+
+    return g
+
+
+SAMPLERS = {
+    "gumbel": Sampler(lambda k, l: l + jaxgrad.gumbel(k, l.shape, l.dtype), (2, 3)),
+    "categorical": Sampler(_index_value(jaxgrad.categorical), (2, 3)),
+    "normal": Sampler(lambda k, l: jaxgrad.normal(k, l, jnp.exp(l)), (2, 3)),
+    "gumbel_softmax": Sampler(
+        lambda k, l: jaxgrad.gumbel_softmax(k, l, temperature=0.5), (2, 3)
+    ),
+    "gumbel_softmax_hard": Sampler(
+        lambda k, l: jaxgrad.gumbel_softmax(k, l, temperature=0.5, hard=True), (2, 3)
+    ),
+    "relaxed_bernoulli": Sampler(
+        lambda k, l: jaxgrad.relaxed_bernoulli(k, l, temperature=0.5), (2, 3)
+    ),
+    "relaxed_bernoulli_hard": Sampler(
+        lambda k, l: jaxgrad.relaxed_bernoulli(k, l, temperature=0.5, hard=True), (2, 3)
+    ),
+    "straight_through_categorical": Sampler(lambda k, l: jaxgrad.straight_through_categorical(k, l), (2, 3)),
+    "straight_through_bernoulli": Sampler(lambda k, l: jaxgrad.straight_through_bernoulli(k, l), (2, 3)),
+    "gumbel_rao": Sampler(
+        lambda k, l: jaxgrad.gumbel_rao(k, l, temperature=0.5, num_samples=4), (2, 3)
+    ),
+    "reinmax": Sampler(lambda k, l: jaxgrad.reinmax(k, l, temperature=1.5), (2, 3)),
+}
+
+WEIGHTS = jnp.asarray(np.linspace(-1.0, 1.0, 6).reshape(2, 3), jnp.float32)
+
+
+def _value_and_grad(fn, key, params):
+    """The sample and the gradient of a weighted sum of it, consuming ``key`` once."""
+
+    def loss(p):
+        out = fn(key, p)
+        w = WEIGHTS.reshape(-1)[: out.size].reshape(out.shape)
+        return jnp.sum(out.astype(jnp.float32) * w), out
+
+    (_, out), grad = jax.value_and_grad(loss, has_aux=True)(params)
+    return out, grad
+
+
+def _params(shape, dtype=jnp.float32):
+    return jnp.asarray(np.linspace(-1.5, 1.0, int(np.prod(shape))).reshape(shape), dtype)
+
+
+def _keys(n, legacy=False):
+    base = jax.random.PRNGKey(7) if legacy else jax.random.key(7)
+    return jax.random.split(base, n)
+
+
+def _clone(key):
+    """A copy of ``key`` that may be consumed again (deliberate reuse in comparisons)."""
+    return jax.random.clone(key) if jaxgrad._src.checks.is_typed_key(key) else key
+
+
+def _mesh():
+    return Mesh(np.array(jax.devices()[:NUM_DEVICES]), ("d",))
+
+
+def _assert_close(a, b, rtol=1e-5, atol=1e-6):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(
+            np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=atol
+        )
+
+
+def _finite(tree):
+    return all(bool(jnp.all(jnp.isfinite(x.astype(jnp.float32)))) for x in jax.tree.leaves(tree))
+
+
+def test_eight_devices():
+    assert jax.device_count() >= NUM_DEVICES, "conftest must force 8 CPU devices"
+
+
+# ------------------------------------------------------------------ samplers
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float64])
+@pytest.mark.parametrize("legacy", [False, True], ids=["typed", "legacy"])
+def test_sampler_jit_grad_dtypes(name, dtype, legacy):
+    s = SAMPLERS[name]
+    params = _params(s.shape, dtype)
+    key = _keys(1, legacy)[0]
+    run = functools.partial(_value_and_grad, s.fn)
+    out, grad = jax.jit(run)(_clone(key), params)
+    assert out.dtype == dtype
+    assert out.shape[: len(s.shape) - 1] == s.shape[:-1]
+    assert grad.dtype == dtype and grad.shape == s.shape
+    assert _finite(out) and _finite(grad)
+    # The same computation without jit gives the same numbers.
+    tol = 1e-2 if dtype == jnp.bfloat16 else 1e-5
+    _assert_close((out, grad), run(key, params), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_sampler_vmap_shard_map_pmap(name):
+    s = SAMPLERS[name]
+    params = _params(s.shape)
+    keys = _keys(NUM_DEVICES)
+    value_and_grad = functools.partial(_value_and_grad, s.fn)
+
+    # vmap over keys equals the per-key calls (one compiled program for both).
+    one = jax.jit(value_and_grad)
+    batched = jax.jit(jax.vmap(value_and_grad, in_axes=(0, None)))(_clone(keys), params)
+    for i in (0, NUM_DEVICES - 1):
+        _assert_close(jax.tree.map(lambda x, i=i: x[i], batched), one(_clone(keys[i]), params))
+
+    # vmap over parameters (and keys) equals the per-parameter calls.
+    many = jnp.stack([params, params + 0.5])
+    by_params = jax.jit(jax.vmap(value_and_grad))(_clone(keys[:2]), many)
+    _assert_close(jax.tree.map(lambda x: x[1], by_params), one(_clone(keys[1]), many[1]))
+
+    # shard_map: each of 8 devices handles one key; equals the vmapped result.
+    sharded = jax.jit(
+        jax.shard_map(
+            jax.vmap(value_and_grad, in_axes=(0, None)),
+            mesh=_mesh(),
+            in_specs=(P("d"), P()),
+            out_specs=P("d"),
+        )
+    )(_clone(keys), params)
+    _assert_close(sharded, batched)
+
+    # pmap, the legacy path.
+    pmapped = jax.pmap(value_and_grad, in_axes=(0, None))(_clone(keys), params)
+    _assert_close(pmapped, batched)
+
+    # eval_shape traces without running.
+    shapes = jax.eval_shape(value_and_grad, _clone(keys[0]), params)
+    assert shapes[1].shape == s.shape
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_sampler_legacy_keys_vmap(name):
+    s = SAMPLERS[name]
+    params = _params(s.shape)
+    keys = _keys(3, legacy=True)
+    out = jax.jit(jax.vmap(s.fn, in_axes=(0, None)))(_clone(keys), params)
+    assert out.shape[0] == 3 and _finite(out)
+
+
+# ---------------------------------------------------------------- estimators
+
+
+class Problem(NamedTuple):
+    dist: object
+    params: object
+    f: Callable  # f(x, a) -> scalar
+    arg: jax.Array
+
+
+def _bernoulli_problem():
+    logits = jnp.asarray([0.3, -0.8, 1.2], jnp.float32)
+    return Problem(
+        jaxgrad.dists.bernoulli,
+        logits,
+        lambda x, a: jnp.sum((x - a) ** 2) + jnp.prod(x + a),
+        jnp.asarray([0.45, 0.2, 0.7], jnp.float32),
+    )
+
+
+def _categorical_problem():
+    logits = jnp.asarray([[0.3, -0.8, 1.2], [0.0, 0.5, -0.5]], jnp.float32)
+    return Problem(
+        jaxgrad.dists.categorical,
+        logits,
+        lambda x, a: jnp.sum(x * a) ** 2 + jnp.sum(x[0] * x[1] * a[0]),
+        jnp.asarray([[0.1, 0.9, -0.4], [0.3, -0.2, 0.6]], jnp.float32),
+    )
+
+
+def _normal_problem():
+    params = (jnp.asarray([0.3, -0.5], jnp.float32), jnp.asarray([0.8, 1.3], jnp.float32))
+    return Problem(
+        jaxgrad.dists.normal,
+        params,
+        lambda x, a: jnp.sum(jnp.cos(x * a)) + jnp.sum(x**2),
+        jnp.asarray([1.0, 0.5], jnp.float32),
+    )
+
+
+PROBLEMS = {
+    "bernoulli": _bernoulli_problem,
+    "categorical": _categorical_problem,
+    "normal": _normal_problem,
+}
+
+CASES = [
+    (name, variable)
+    for name, info in sorted(ESTIMATORS.items())
+    for variable in sorted(info.variables)
+]
+
+
+def _build(name, variable):
+    info = ESTIMATORS[name]
+    problem = PROBLEMS[variable]()
+    try:
+        est = info.build(problem.f, dist=problem.dist, num_samples=info.num_samples)
+    except (ImportError, AttributeError) as e:  # pragma: no cover - a missing module is a bug
+        pytest.fail(f"registry entry {name!r} cannot be built: {e}")
+    return est, problem
+
+
+@pytest.mark.parametrize(("name", "variable"), CASES)
+def test_estimator_transformations(name, variable):
+    est, pb = _build(name, variable)
+    keys = _keys(NUM_DEVICES)
+
+    def grads(k, params, a):
+        return jax.value_and_grad(est, argnums=(1, 2))(k, params, a)
+
+    one = jax.jit(grads)
+    value, (g_params, g_arg) = one(_clone(keys[0]), pb.params, pb.arg)
+    assert value.shape == () and _finite((value, g_params, g_arg))
+    chex_shapes = jax.tree.map(jnp.shape, pb.params)
+    assert jax.tree.map(jnp.shape, g_params) == chex_shapes
+
+    # Legacy uint32 keys go through the same code.
+    legacy_value, _ = jax.jit(grads)(_keys(1, legacy=True)[0], pb.params, pb.arg)
+    assert _finite(legacy_value)
+
+    # vmap over keys equals per-key calls.
+    batched = jax.jit(jax.vmap(grads, in_axes=(0, None, None)))(_clone(keys), pb.params, pb.arg)
+    for i in (0, NUM_DEVICES - 1):
+        _assert_close(
+            jax.tree.map(lambda x, i=i: x[i], batched), one(_clone(keys[i]), pb.params, pb.arg),
+            rtol=1e-4, atol=1e-5,
+        )
+
+    # vmap over parameters equals per-parameter calls.
+    shifted = jax.tree.map(lambda p: p + 0.25, pb.params)
+    many = jax.tree.map(lambda a, b: jnp.stack([a, b]), pb.params, shifted)
+    by_params = jax.jit(jax.vmap(grads, in_axes=(0, 0, None)))(_clone(keys[:2]), many, pb.arg)
+    _assert_close(
+        jax.tree.map(lambda x: x[1], by_params), one(_clone(keys[1]), shifted, pb.arg),
+        rtol=1e-4, atol=1e-5,
+    )
+
+    # shard_map over 8 devices equals the vmapped result.
+    sharded = jax.jit(
+        jax.shard_map(
+            jax.vmap(grads, in_axes=(0, None, None)),
+            mesh=_mesh(),
+            in_specs=(P("d"), P(), P()),
+            out_specs=P("d"),
+        )
+    )(_clone(keys), pb.params, pb.arg)
+    _assert_close(sharded, batched, rtol=1e-4, atol=1e-5)
+
+    # pmap, the legacy path.
+    pmapped = jax.pmap(grads, in_axes=(0, None, None))(_clone(keys), pb.params, pb.arg)
+    _assert_close(pmapped, batched, rtol=1e-4, atol=1e-5)
+
+    # eval_shape: abstract evaluation only.
+    shape = jax.eval_shape(est, _clone(keys[0]), pb.params, pb.arg)
+    assert shape.shape == ()
