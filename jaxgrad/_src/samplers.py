@@ -22,10 +22,14 @@ def compute_dtype(dtype: DTypeLike) -> jnp.dtype:
 
     bfloat16 and float16 have too few mantissa bits for ``logits + noise`` at
     large logits (the spacing of bfloat16 at 1e4 is 64), so arithmetic happens
-    in float32 and only the result is cast back.
+    in float32 and only the result is cast back. (Decided by width, not by
+    ``jnp.promote_types``, which refuses bfloat16 + float32 under strict dtype
+    promotion.)
     """
     dtype = jnp.dtype(dtype)
-    return jnp.promote_types(dtype, jnp.float32)
+    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize >= 4:
+        return dtype
+    return jnp.dtype(jnp.float32)
 
 
 def uniform_open(key: ArrayLike, shape: Sequence[int], dtype: DTypeLike) -> Array:

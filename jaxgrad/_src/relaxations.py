@@ -1,0 +1,773 @@
+r"""Relaxations and straight-through rules for discrete samples.
+
+Every function here returns a *sample* whose derivative, under ``jax.grad``
+inside any loss, is a named gradient estimator: the Concrete / Gumbel-softmax
+relaxation, straight-through (Bengio et al. 2013), straight-through
+Gumbel-softmax, Gumbel-Rao (Paulus et al. 2021) and ReinMax (Liu et al. 2023).
+All of them are *biased* estimators of the gradient of ``E[f(sample)]``
+(relaxed samples are not discrete samples; straight-through rules replace a
+zero or undefined derivative by a surrogate's); the unbiased alternatives are
+the estimator transformations (``jaxgrad.score_function``, ``jaxgrad.disarm``,
+...).
+
+Numerics
+--------
+Noise is drawn and combined with the logits in at least float32
+(``samplers.compute_dtype``); the output is cast back to the dtype of
+``logits``. The Gumbel-softmax is computed in log space,
+``exp(log_softmax((l + G) / tau))``, so temperatures from 1e-4 to 1e4 and logits
+up to ``+-1e4`` give finite values and gradients, and a logit of ``-inf``
+masks its category: it is never sampled, its relaxed value is exactly 0, and
+its gradient (also with respect to the temperature) is 0 rather than NaN.
+Logits must be finite or ``-inf``, with at least one finite logit per
+distribution (``relaxed_bernoulli`` and ``straight_through_bernoulli`` also
+accept ``+inf``).
+
+Hard samples are exact: the forward value of every straight-through rule is
+*exactly* the hard sample (a one-hot vector, or 0/1), not ``hard + soft -
+stop_gradient(soft)`` rounded in floating point. :func:`straight_through`
+computes ``value + (surrogate - stop_gradient(surrogate))``, whose bracket is
+exactly zero for a finite surrogate.
+
+Subgradient conventions at kinks
+--------------------------------
+JAX differentiates each primitive by a fixed rule, and the rules at the kink of
+piecewise-linear functions differ (checked for this JAX version by
+``tests/test_relaxations.py::test_documented_subgradient_conventions``):
+
+==============================  ==================  =========================
+expression                      derivative at kink  why
+==============================  ==================  =========================
+``jax.nn.relu(x)`` at 0         0                   custom JVP: ``x > 0``
+``jnp.maximum(x, 0.)`` at 0     0.5                 ties split the gradient
+``jnp.minimum(x, 0.)`` at 0     0.5                 ties split the gradient
+``jnp.clip(x, 0., 1.)`` at 0, 1 0.5                 built from max/min
+``jnp.abs(x)`` at 0             1                   ``sign(x)`` with sign(0)->1
+``jnp.where(x > 0, x, 0.)``     0                   branch not taken
+``jax.nn.hard_tanh(x)`` at +-1  1                   ``|x| <= 1`` inclusive
+``jnp.sign``, ``jnp.round``     0 everywhere        piecewise constant
+==============================  ==================  =========================
+
+jaxgrad's own rules are explicit and do not depend on these:
+
+* :func:`round_ste` has derivative exactly 1 everywhere (identity STE).
+* :func:`sign_ste` has the derivative of ``hard_tanh``: 1 on the closed
+  interval ``[-1, 1]`` (so 1 at 0 and at ``+-1``) and 0 outside (the
+  saturating STE of Hubara et al. 2016).
+* Hard samples (``hard=True``, ``straight_through_*``, ``gumbel_rao``,
+  ``reinmax``) have the gradient of their surrogate only; the hard value
+  itself contributes nothing (``argmax`` and comparisons have derivative 0).
+
+References:
+  Jang, Gu & Poole, *Categorical Reparameterization with Gumbel-Softmax*,
+  ICLR 2017. https://arxiv.org/abs/1611.01144
+  Maddison, Mnih & Teh, *The Concrete Distribution*, ICLR 2017.
+  https://arxiv.org/abs/1611.00712
+  Bengio, Leonard & Courville, *Estimating or Propagating Gradients Through
+  Stochastic Neurons for Conditional Computation*, 2013.
+  https://arxiv.org/abs/1308.3432
+  Paulus, Maddison & Krause, *Rao-Blackwellizing the Straight-Through
+  Gumbel-Softmax Gradient Estimator*, ICLR 2021. https://arxiv.org/abs/2010.04838
+  Liu et al., *Bridging Discrete and Backpropagation: Straight-Through and
+  Beyond*, NeurIPS 2023. https://arxiv.org/abs/2304.08612
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jaxgrad._src import checks, samplers
+
+Array = jax.Array
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _logits(logits: Any, fn: str) -> Array:
+    logits = jnp.asarray(logits)
+    checks.check_floating(logits, fn, "logits")
+    return logits
+
+
+def _temperature(temperature: Any, shape: tuple[int, ...], fn: str, axis: int | None) -> Array:
+    """Validates ``temperature`` (positive when concrete, broadcastable) as an array.
+
+    Returns it in its own dtype, broadcast and moved so that it lines up with
+    logits whose category ``axis`` was moved last (``axis=None``: no move).
+    """
+    checks.check_positive(temperature, fn, "temperature")
+    t = jnp.asarray(temperature)
+    if not (jnp.issubdtype(t.dtype, jnp.floating) or jnp.issubdtype(t.dtype, jnp.integer)):
+        raise TypeError(f"{fn}: temperature must be a positive real number, got dtype {t.dtype}.")
+    try:
+        ok = jnp.broadcast_shapes(t.shape, shape) == tuple(shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{fn}: temperature of shape {t.shape} does not broadcast to logits of shape "
+            f"{tuple(shape)}; pass a scalar or an array broadcastable to logits "
+            f"(keep a size-1 category axis, e.g. shape (B, 1) for logits (B, K))."
+        )
+    if axis is not None and t.ndim > 0 and axis != len(shape) - 1:
+        t = jnp.moveaxis(jnp.broadcast_to(t, shape), axis, -1)
+    return t
+
+
+def _categorical_args(
+    key: Any, logits: Any, temperature: Any, axis: int, fn: str
+) -> tuple[Array, Array | None, int]:
+    """Common validation; returns logits with the category axis last, temperature, axis."""
+    checks.check_key(key, fn)
+    logits = _logits(logits, fn)
+    axis = checks.check_axis(axis, logits.ndim, fn)
+    t = None if temperature is None else _temperature(temperature, logits.shape, fn, axis)
+    return jnp.moveaxis(logits, axis, -1), t, axis
+
+
+def _masked_tempered(z: Array, t: Array) -> Array:
+    """``z / t`` with infinite entries kept infinite and no NaN in any gradient.
+
+    The double ``where`` keeps ``0 * inf`` out of the derivative with respect to
+    ``t`` (the naive ``z / t`` has derivative ``-z / t**2 = inf`` at a masked
+    entry, times a zero cotangent: NaN).
+    """
+    inf = jnp.isinf(z)
+    safe = jnp.where(inf, jnp.zeros_like(z), z)
+    return jnp.where(inf, z, safe / t.astype(z.dtype))
+
+
+def _tempered_log_softmax(z: Array, t: Array) -> Array:
+    """``log_softmax(z / t)`` along the last axis, safe for ``-inf`` entries of ``z``."""
+    return jax.nn.log_softmax(_masked_tempered(z, t), axis=-1)
+
+
+def _zero_masked(logits: Array) -> Array:
+    """Replaces ``-inf`` logits by 0 (their gradient is 0 under every rule here)."""
+    return jnp.where(jnp.isneginf(logits), jnp.zeros_like(logits), logits)
+
+
+def _st(value: Array, surrogate: Array) -> Array:
+    """Value of ``value`` exactly, gradient of ``surrogate`` (no validation)."""
+    surrogate = surrogate - jax.lax.stop_gradient(surrogate)  # exactly 0 when finite
+    return jax.lax.stop_gradient(value) + surrogate.astype(value.dtype)
+
+
+def _gumbel_max(key: Array, logits_last: Array) -> tuple[Array, Array]:
+    """``(l + G, argmax)`` in the compute dtype; the same noise as ``samplers.categorical``."""
+    dtype = samplers.compute_dtype(logits_last.dtype)
+    z = logits_last.astype(dtype) + samplers.gumbel(key, logits_last.shape, dtype)
+    return z, jnp.argmax(z, axis=-1)
+
+
+# --------------------------------------------------------------------------- straight-through
+
+
+def straight_through(value: ArrayLike, surrogate: ArrayLike) -> Array:
+    r"""Returns ``value`` with the gradient of ``surrogate``: the generic straight-through rule.
+
+    .. math::
+        \mathrm{st}(v, s) = \bot(v) + \big(s - \bot(s)\big),
+        \qquad \mathrm{st}(v, s) = v, \qquad
+        \frac{\partial\, \mathrm{st}}{\partial \theta} = \frac{\partial s}{\partial \theta},
+
+    where :math:`\bot` is ``jax.lax.stop_gradient``. The bracket is computed
+    first, so it is exactly zero for a finite surrogate and the forward value is
+    *exactly* ``value`` (the textbook ``v + s - stop_gradient(s)`` rounds). Any
+    gradient ``value`` carries itself is dropped. Built from stop-gradients
+    only, it works in forward and reverse mode, under ``vmap`` and at any
+    derivative order. Biased as a gradient estimator in general (it is the
+    gradient of a different function).
+
+    Args:
+      value: the forward value, floating.
+      surrogate: floating, of the same shape as ``value``, finite; its
+        derivative is passed through. It may have another floating dtype.
+
+    Returns:
+      An array equal to ``value``, in the dtype of ``value``, whose derivative
+      is that of ``surrogate``.
+
+    Raises:
+      TypeError: if ``value`` or ``surrogate`` is not floating.
+      ValueError: if their shapes differ.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxgrad
+      >>> f = lambda x: jaxgrad.straight_through(jnp.round(x), x ** 2)
+      >>> float(f(1.3)), float(jax.grad(f)(1.3))
+      (1.0, 2.6)
+
+    References:
+      Bengio, Leonard & Courville, 2013. https://arxiv.org/abs/1308.3432
+    """
+    fn = "straight_through"
+    value = jnp.asarray(value)
+    surrogate = jnp.asarray(surrogate)
+    checks.check_floating(value, fn, "value")
+    checks.check_floating(surrogate, fn, "surrogate")
+    if value.shape != surrogate.shape:
+        raise ValueError(
+            f"{fn}: surrogate must have the shape of value, got surrogate {surrogate.shape} "
+            f"and value {value.shape}. Broadcast it explicitly (jnp.broadcast_to) if intended."
+        )
+    return _st(value, surrogate)
+
+
+def round_ste(x: ArrayLike) -> Array:
+    r"""Rounds to the nearest integer, with the identity as its derivative.
+
+    .. math::
+        y = \mathrm{round}(x), \qquad \frac{\partial y}{\partial x} := 1 .
+
+    ``jnp.round`` rounds half to even and has derivative 0 everywhere; this
+    straight-through estimator (STE) passes the cotangent unchanged, as used for
+    quantization-aware training. Biased.
+
+    Args:
+      x: a floating array.
+
+    Returns:
+      ``jnp.round(x)`` in the dtype of ``x``, with derivative exactly 1.
+
+    Raises:
+      TypeError: if ``x`` is not floating.
+
+    Example:
+      >>> import jax, jaxgrad
+      >>> float(jaxgrad.round_ste(2.7)), float(jax.grad(jaxgrad.round_ste)(2.7))
+      (3.0, 1.0)
+
+    References:
+      Bengio, Leonard & Courville, 2013. https://arxiv.org/abs/1308.3432
+    """
+    x = jnp.asarray(x)
+    checks.check_floating(x, "round_ste", "x")
+    return _st(jnp.round(x), x)
+
+
+def sign_ste(x: ArrayLike) -> Array:
+    r"""``jnp.sign(x)``, with the derivative of ``hard_tanh`` (the saturating STE).
+
+    .. math::
+        y = \mathrm{sign}(x) \in \{-1, 0, 1\}, \qquad
+        \frac{\partial y}{\partial x} := \mathbb{1}[\,|x| \le 1\,] .
+
+    The derivative is 1 on the closed interval ``[-1, 1]`` (including 0 and
+    ``+-1``) and 0 outside, which cancels the gradient once a pre-activation
+    saturates (Hubara et al. 2016). ``sign(0)`` is 0, as in ``jnp.sign``. Biased.
+
+    Args:
+      x: a floating array.
+
+    Returns:
+      ``jnp.sign(x)`` in the dtype of ``x``, with the derivative above.
+
+    Raises:
+      TypeError: if ``x`` is not floating.
+
+    Example:
+      >>> import jax, jaxgrad
+      >>> g = jax.grad(jaxgrad.sign_ste)
+      >>> float(jaxgrad.sign_ste(-0.3)), float(g(-0.3)), float(g(2.0))
+      (-1.0, 1.0, 0.0)
+
+    References:
+      Hubara et al., *Binarized Neural Networks*, NeurIPS 2016.
+      https://arxiv.org/abs/1602.02830
+    """
+    x = jnp.asarray(x)
+    checks.check_floating(x, "sign_ste", "x")
+    return _st(jnp.sign(x), jax.nn.hard_tanh(x))
+
+
+def straight_through_categorical(key: ArrayLike, logits: ArrayLike, *, axis: int = -1) -> Array:
+    r"""A one-hot categorical sample with the gradient of ``softmax(logits)``.
+
+    .. math::
+        D = \mathrm{onehot}\big(\arg\max_i (l_i + G_i)\big) \sim \mathrm{softmax}(l),
+        \qquad \frac{\partial D}{\partial l} := \frac{\partial\, \mathrm{softmax}(l)}{\partial l}
+        = \mathrm{diag}(\pi) - \pi \pi^\top .
+
+    The straight-through estimator of Bengio et al. (2013): forward the exact
+    hard sample, backward the Jacobian of its mean ``pi = softmax(l)``. For a
+    cost linear in ``D`` the gradient is exact; otherwise it is biased (it
+    evaluates the cost's gradient at the sample, not along a path). Requires a
+    differentiable downstream cost. The sample equals
+    ``one_hot(jaxgrad.categorical(key, logits, axis=axis))``.
+
+    Args:
+      key: a PRNG key (typed or legacy ``uint32[2]``).
+      logits: unnormalized log-probabilities, floating, finite or ``-inf``
+        (masked), categories along ``axis``.
+      axis: the category axis (static).
+
+    Returns:
+      A one-hot array of the shape and dtype of ``logits``.
+
+    Raises:
+      TypeError: if ``logits`` is not floating or ``key`` is not a key.
+      ValueError: if ``key`` is a batch of keys or ``axis`` is out of range.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxgrad
+      >>> logits, w = jnp.array([1.0, 0.0, -1.0]), jnp.array([1.0, 2.0, 3.0])
+      >>> f = lambda l: w @ jaxgrad.straight_through_categorical(jax.random.key(0), l)
+      >>> g_mean = jax.grad(lambda l: w @ jax.nn.softmax(l))(logits)
+      >>> bool(jnp.allclose(jax.grad(f)(logits), g_mean))
+      True
+
+    References:
+      Bengio, Leonard & Courville, 2013. https://arxiv.org/abs/1308.3432
+    """
+    fn = "straight_through_categorical"
+    logits_last, _, axis = _categorical_args(key, logits, None, axis, fn)
+    _, idx = _gumbel_max(key, logits_last)
+    dtype = samplers.compute_dtype(logits_last.dtype)
+    hard = jax.nn.one_hot(idx, logits_last.shape[-1], dtype=dtype)
+    soft = jax.nn.softmax(logits_last.astype(dtype), axis=-1)
+    return jnp.moveaxis(_st(hard, soft).astype(logits_last.dtype), -1, axis)
+
+
+def straight_through_bernoulli(key: ArrayLike, logits: ArrayLike) -> Array:
+    r"""A ``{0, 1}`` Bernoulli sample with the gradient of ``sigmoid(logits)``.
+
+    .. math::
+        b = \mathbb{1}[U < \sigma(l)], \quad U \sim \mathcal{U}(0, 1), \qquad
+        \frac{\partial b}{\partial l} := \sigma(l)\,(1 - \sigma(l)) .
+
+    The straight-through estimator (Bengio et al. 2013) for independent coins,
+    one per element of ``logits``: exact hard forward value, the derivative of
+    the mean backward. Biased except for costs linear in ``b``. Requires a
+    differentiable downstream cost. The sample equals
+    ``jaxgrad.dists.bernoulli.sample(key, logits)``.
+
+    Args:
+      key: a PRNG key.
+      logits: floating, any shape; ``+-inf`` gives a certain 1 / 0.
+
+    Returns:
+      A ``{0., 1.}`` array of the shape and dtype of ``logits``.
+
+    Raises:
+      TypeError: if ``logits`` is not floating or ``key`` is not a key.
+      ValueError: if ``key`` is a batch of keys.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxgrad
+      >>> f = lambda l: jaxgrad.straight_through_bernoulli(jax.random.key(0), l).sum()
+      >>> jax.grad(f)(jnp.zeros(2)).tolist()  # sigmoid'(0) = 1/4
+      [0.25, 0.25]
+
+    References:
+      Bengio, Leonard & Courville, 2013. https://arxiv.org/abs/1308.3432
+    """
+    fn = "straight_through_bernoulli"
+    checks.check_key(key, fn)
+    logits = _logits(logits, fn)
+    dtype = samplers.compute_dtype(logits.dtype)
+    lc = logits.astype(dtype)
+    u = samplers.uniform_open(key, logits.shape, dtype)
+    soft = jax.nn.sigmoid(lc)
+    hard = (u < soft).astype(dtype)
+    return _st(hard, soft).astype(logits.dtype)
+
+
+# --------------------------------------------------------------------------- relaxations
+
+
+def gumbel_softmax(
+    key: ArrayLike,
+    logits: ArrayLike,
+    *,
+    temperature: ArrayLike = 1.0,
+    hard: bool = False,
+    axis: int = -1,
+) -> Array:
+    r"""A Gumbel-softmax (Concrete) relaxed one-hot sample; ``hard=True`` for straight-through.
+
+    .. math::
+        y = \mathrm{softmax}\!\left(\frac{l + G}{\tau}\right)
+          = \exp \log\mathrm{softmax}\!\left(\frac{l + G}{\tau}\right),
+        \qquad G_i \sim \mathrm{Gumbel}(0, 1) \text{ i.i.d.}
+
+    As :math:`\tau \to 0` the sample tends to the one-hot
+    :math:`\mathrm{onehot}(\arg\max_i (l_i + G_i))`, which is distributed as
+    ``softmax(l)`` exactly (Gumbel-max). The relaxation is differentiable in
+    ``l`` (pathwise, noise held fixed) and in ``tau``. With ``hard=True`` the
+    value is *exactly* that one-hot (the same noise), and the derivative is the
+    derivative of the relaxed ``y``: the straight-through Gumbel-softmax
+    estimator.
+
+    As a gradient estimator for ``E[f(D)]`` over one-hot ``D`` this is *biased*
+    (less so as ``tau`` decreases, with higher variance); it requires ``f`` to
+    be differentiable and defined on the simplex (``hard=False``) or at one-hot
+    points (``hard=True``). One sample, no extra cost evaluations.
+
+    Computed in log space in at least float32, so temperatures from 1e-4 to 1e4
+    and logits up to ``+-1e4`` give finite values and gradients, and ``-inf``
+    logits (masked categories) give exactly 0 with zero gradient.
+
+    Annealing: ``temperature`` may be a traced array, so a schedule does not
+    recompile a jitted step. Use an optax schedule, e.g.
+    ``schedule = optax.exponential_decay(1.0, transition_steps=1000,
+    decay_rate=0.5, end_value=0.1)`` and ``temperature=schedule(step)`` with
+    ``step`` part of the training state.
+
+    Args:
+      key: a PRNG key (typed or legacy ``uint32[2]``).
+      logits: unnormalized log-probabilities, floating, finite or ``-inf``,
+        with at least one finite entry per distribution; categories along
+        ``axis``.
+      temperature: ``tau > 0``, a scalar or an array broadcastable to
+        ``logits`` (keep a size-1 category axis); may be traced. Positivity is
+        checked only when it is concrete.
+      hard: static; return the exact one-hot sample with the relaxed gradient.
+      axis: the category axis (static).
+
+    Returns:
+      An array of the shape and dtype of ``logits``: a point of the simplex
+      along ``axis`` (``hard=False``) or a one-hot vector (``hard=True``).
+
+    Raises:
+      TypeError: if ``logits`` is not floating, ``temperature`` is not a real
+        number or ``key`` is not a key.
+      ValueError: if ``key`` is a batch of keys, ``axis`` is out of range,
+        ``temperature`` is concretely non-positive or does not broadcast.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxgrad
+      >>> logits = jnp.array([1.0, 0.0, -jnp.inf])
+      >>> y = jaxgrad.gumbel_softmax(jax.random.key(0), logits, temperature=0.5)
+      >>> bool(jnp.isclose(y.sum(), 1.0)), float(y[2])
+      (True, 0.0)
+      >>> d = jaxgrad.gumbel_softmax(jax.random.key(0), logits, hard=True)
+      >>> sorted(d.tolist())
+      [0.0, 0.0, 1.0]
+
+    References:
+      Jang, Gu & Poole, ICLR 2017. https://arxiv.org/abs/1611.01144
+      Maddison, Mnih & Teh, ICLR 2017. https://arxiv.org/abs/1611.00712
+    """
+    fn = "gumbel_softmax"
+    logits_last, t, axis = _categorical_args(key, logits, temperature, axis, fn)
+    z, idx = _gumbel_max(key, logits_last)
+    y = jnp.exp(_tempered_log_softmax(z, t))
+    if hard:
+        y = _st(jax.nn.one_hot(idx, z.shape[-1], dtype=z.dtype), y)
+    return jnp.moveaxis(y.astype(logits_last.dtype), -1, axis)
+
+
+def relaxed_bernoulli(
+    key: ArrayLike,
+    logits: ArrayLike,
+    *,
+    temperature: ArrayLike = 1.0,
+    hard: bool = False,
+) -> Array:
+    r"""A binary Concrete (relaxed Bernoulli) sample; ``hard=True`` for straight-through.
+
+    .. math::
+        y = \sigma\!\left(\frac{l + L}{\tau}\right), \qquad
+        L = \log U - \log(1 - U) \sim \mathrm{Logistic}(0, 1), \qquad
+        P(y \le v) = \sigma\big(\tau\, \mathrm{logit}(v) - l\big).
+
+    One independent coin per element of ``logits``. As :math:`\tau \to 0`,
+    ``y`` tends to ``b = 1[l + L > 0]``, a Bernoulli(``sigmoid(l)``) sample.
+    With ``hard=True`` the value is exactly ``b`` (same noise) and the
+    derivative is that of ``y``.
+
+    Biased as a gradient estimator of ``E[f(b)]``; requires a differentiable
+    ``f``; one sample. Computed in at least float32 with the stable logistic,
+    so ``tau`` in [1e-4, 1e4] and logits up to ``+-1e4`` (or ``+-inf``) give
+    finite values and gradients.
+
+    Args:
+      key: a PRNG key.
+      logits: floating, any shape; finite or ``+-inf``.
+      temperature: ``tau > 0``, a scalar or an array broadcastable to
+        ``logits``; may be traced (see :func:`gumbel_softmax` for annealing).
+      hard: static; return the exact ``{0, 1}`` sample with the relaxed gradient.
+
+    Returns:
+      An array in ``[0, 1]`` (``{0, 1}`` if ``hard``) of the shape and dtype of
+      ``logits``.
+
+    Raises:
+      TypeError: if ``logits`` is not floating, ``temperature`` is not a real
+        number or ``key`` is not a key.
+      ValueError: if ``key`` is a batch of keys or ``temperature`` is
+        concretely non-positive or does not broadcast.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxgrad
+      >>> y = jaxgrad.relaxed_bernoulli(jax.random.key(0), jnp.zeros(3), temperature=0.5)
+      >>> bool(jnp.all((y > 0) & (y < 1)))
+      True
+      >>> b = jaxgrad.relaxed_bernoulli(jax.random.key(0), jnp.zeros(3), hard=True)
+      >>> bool(jnp.all((b == 0) | (b == 1)))
+      True
+
+    References:
+      Maddison, Mnih & Teh, ICLR 2017 (appendix: binary Concrete).
+      https://arxiv.org/abs/1611.00712
+    """
+    fn = "relaxed_bernoulli"
+    checks.check_key(key, fn)
+    logits = _logits(logits, fn)
+    t = _temperature(temperature, logits.shape, fn, None)
+    dtype = samplers.compute_dtype(logits.dtype)
+    u = samplers.uniform_open(key, logits.shape, dtype)
+    z = logits.astype(dtype) + (jnp.log(u) - jnp.log1p(-u))
+    y = jax.nn.sigmoid(_masked_tempered(z, t))
+    if hard:
+        y = _st((z > 0).astype(dtype), y)
+    return y.astype(logits.dtype)
+
+
+# --------------------------------------------------------------------------- Gumbel-Rao
+
+
+def _conditional_gumbel(u: Array, log_probs: Array, onehot: Array) -> Array:
+    r"""Gumbel noise conditioned on its argmax, from uniforms ``u``.
+
+    ``z`` has the law of ``log_probs + G`` given ``argmax(log_probs + G) = b``
+    (``onehot`` marks ``b``; ``log_probs`` normalized, last axis):
+    ``z_b = -log E_b`` and ``z_i = -log(E_i / pi_i + E_b)`` for ``i != b``,
+    ``E = -log u`` (Tucker et al. 2017, appendix), computed in log space so
+    that ``pi_i`` = 0 gives ``-inf`` and tiny ``pi_i`` stays finite.
+    """
+    log_e = jnp.log(-jnp.log(u))
+    log_e_b = jnp.sum(jnp.where(onehot, log_e, jnp.zeros_like(log_e)), axis=-1, keepdims=True)
+    others = -jnp.logaddexp(log_e - log_probs, log_e_b)
+    return jnp.where(onehot, -log_e_b, others)
+
+
+def _gumbel_rao_keys(key: Array) -> tuple[Array, Array]:
+    """Splits the user's key into (sample key, conditional-noise key)."""
+    k_sample, k_cond = jax.random.split(key)
+    return k_sample, k_cond
+
+
+def _gumbel_rao_draws(key: Array, logits_last: Array, num_samples: int) -> tuple[Array, Array]:
+    """The forward index and the ``[num_samples, ...]`` uniforms of the backward pass.
+
+    For tests: the backward pass of :func:`gumbel_rao` draws exactly these
+    uniforms (one ``fold_in`` of the conditional key per sample).
+    """
+    k_sample, k_cond = _gumbel_rao_keys(key)
+    _, idx = _gumbel_max(k_sample, logits_last)
+    dtype = samplers.compute_dtype(logits_last.dtype)
+    u = jax.vmap(
+        lambda k: samplers.uniform_open(jax.random.fold_in(k_cond, k), logits_last.shape, dtype)
+    )(jnp.arange(num_samples))
+    return idx, u
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _gumbel_rao_core(num_samples: int, key: Array, logits: Array, temperature: Array) -> Array:
+    return _gumbel_rao_fwd(num_samples, key, logits, temperature)[0]
+
+
+def _gumbel_rao_fwd(num_samples, key, logits, temperature):
+    k_sample, k_cond = _gumbel_rao_keys(key)
+    _, idx = _gumbel_max(k_sample, logits)
+    out = jax.nn.one_hot(idx, logits.shape[-1], dtype=logits.dtype)
+    # Residuals are O(size of logits): the K conditional draws happen in the backward pass.
+    return out, (k_cond, logits, idx, temperature)
+
+
+def _gumbel_rao_bwd(num_samples, res, cotangent):
+    k_cond, logits, idx, temperature = res
+    dtype = samplers.compute_dtype(logits.dtype)
+    log_probs = jax.nn.log_softmax(logits.astype(dtype), axis=-1)
+    onehot = jax.nn.one_hot(idx, logits.shape[-1], dtype=jnp.bool_)
+    c = cotangent.astype(dtype)
+    t = temperature.astype(dtype)
+
+    def body(acc, k):
+        u = samplers.uniform_open(jax.random.fold_in(k_cond, k), logits.shape, dtype)
+        y = jnp.exp(_tempered_log_softmax(_conditional_gumbel(u, log_probs, onehot), t))
+        # J^T c of softmax(z / t) w.r.t. the logits (noise fixed), without the 1/t.
+        return acc + y * (c - jnp.sum(y * c, axis=-1, keepdims=True)), None
+
+    acc, _ = jax.lax.scan(body, jnp.zeros(logits.shape, dtype), jnp.arange(num_samples))
+    grad = acc / (num_samples * t)
+    return None, grad.astype(logits.dtype), jnp.zeros_like(temperature)
+
+
+_gumbel_rao_core.defvjp(_gumbel_rao_fwd, _gumbel_rao_bwd)
+
+
+def gumbel_rao(
+    key: ArrayLike,
+    logits: ArrayLike,
+    *,
+    temperature: ArrayLike = 1.0,
+    num_samples: int = 10,
+    axis: int = -1,
+) -> Array:
+    r"""A one-hot sample whose gradient is the Gumbel-Rao (Rao-Blackwellized ST-GS) estimator.
+
+    .. math::
+        D = \mathrm{onehot}(b), \quad b = \arg\max_i (l_i + G_i), \qquad
+        \frac{\partial D}{\partial l}^{\!\top} c :=
+        \frac{1}{K} \sum_{k=1}^{K}
+        \frac{\partial\, \mathrm{softmax}(z^{(k)} / \tau)}{\partial l}^{\!\top} c
+        = \frac{1}{K\tau} \sum_k \big(y^{(k)} \odot c - y^{(k)} \langle y^{(k)}, c\rangle\big),
+
+    with :math:`y^{(k)} = \mathrm{softmax}(z^{(k)}/\tau)` and :math:`z^{(k)}`
+    ``K = num_samples`` independent draws of ``l + G`` *conditioned on*
+    :math:`\arg\max = b` (Tucker et al. 2017): with ``E = -log V``, ``V``
+    uniform, :math:`z_b = -\log E_b` and
+    :math:`z_i = -\log(E_i / \pi_i + E_b)` for :math:`i \ne b`,
+    :math:`\pi = \mathrm{softmax}(l)`.
+
+    The gradient has the same expectation as the straight-through
+    Gumbel-softmax (``gumbel_softmax(..., hard=True)``) and lower variance
+    (Rao-Blackwellization over the noise given the sample); it is *biased* for
+    ``E[f(D)]`` like it. Requires a differentiable ``f``; one ``f`` evaluation
+    (and one backward pass) per sample, plus ``O(K)`` cheap softmaxes in the
+    backward pass.
+
+    Implemented with ``jax.custom_vjp``: the forward pass stores only the key
+    and the logits; the ``K`` conditional draws are made in the backward pass
+    from the saved key, one at a time (``lax.scan``), so memory does not grow
+    with ``K``. Consequences: *forward-mode differentiation* (``jax.jvp``,
+    ``jax.jacfwd``, ``jax.hessian``) *is not supported*, and the gradient with
+    respect to ``temperature`` is 0 (the forward value does not depend on it).
+    The sample is ``one_hot(jaxgrad.categorical(jax.random.split(key)[0],
+    logits))``.
+
+    Args:
+      key: a PRNG key.
+      logits: unnormalized log-probabilities, floating, finite or ``-inf``,
+        categories along ``axis``.
+      temperature: ``tau > 0`` of the relaxation in the backward pass, scalar
+        or broadcastable to ``logits``; may be traced.
+      num_samples: ``K >= 1``, conditional draws per gradient (static).
+      axis: the category axis (static).
+
+    Returns:
+      A one-hot array of the shape and dtype of ``logits``.
+
+    Raises:
+      TypeError: if ``logits`` is not floating, ``num_samples`` is not an int,
+        ``temperature`` is not a real number or ``key`` is not a key.
+      ValueError: if ``num_samples < 1``, ``key`` is a batch of keys, ``axis``
+        is out of range, or ``temperature`` is concretely non-positive or does
+        not broadcast.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxgrad
+      >>> f = lambda l: jnp.sum(jaxgrad.gumbel_rao(jax.random.key(0), l) * jnp.arange(3.0))
+      >>> g = jax.grad(f)(jnp.zeros(3))
+      >>> g.shape, bool(abs(g.sum()) < 1e-6)  # softmax gradients sum to zero
+      ((3,), True)
+
+    References:
+      Paulus, Maddison & Krause, *Rao-Blackwellizing the Straight-Through
+      Gumbel-Softmax Gradient Estimator*, ICLR 2021.
+      https://arxiv.org/abs/2010.04838
+      Tucker et al., *REBAR*, NeurIPS 2017 (conditional Gumbel noise).
+      https://arxiv.org/abs/1703.07370
+    """
+    fn = "gumbel_rao"
+    num_samples = checks.check_num_samples(num_samples, fn, 1)
+    logits_last, t, axis = _categorical_args(key, logits, temperature, axis, fn)
+    if not jnp.issubdtype(t.dtype, jnp.floating):
+        t = t.astype(samplers.compute_dtype(logits_last.dtype))
+    out = _gumbel_rao_core(num_samples, key, logits_last, t)
+    return jnp.moveaxis(out, -1, axis)
+
+
+# --------------------------------------------------------------------------- ReinMax
+
+
+def reinmax(
+    key: ArrayLike,
+    logits: ArrayLike,
+    *,
+    temperature: ArrayLike = 1.0,
+    axis: int = -1,
+) -> Array:
+    r"""A one-hot sample whose gradient is the ReinMax second-order estimator.
+
+    .. math::
+        D = \mathrm{onehot}(b),\ b \sim \mathrm{softmax}(l), \quad
+        \pi_0 = \mathrm{softmax}(l), \quad
+        \pi_1 = \tfrac12\big(\mathrm{softmax}(l / \tau) + D\big),
+
+    .. math::
+        \frac{\partial D}{\partial l}^{\!\top} c :=
+        2\, J(\pi_1)^\top c - \tfrac12\, J(\pi_0)^\top c, \qquad
+        J(\pi)^\top c = \pi \odot c - \pi \langle \pi, c \rangle .
+
+    This is Algorithm 2 of Liu et al. (2023): ``pi1`` enters through
+    ``softmax(stop_gradient(log pi1 - l) + l)``, whose Jacobian in ``l`` is
+    :math:`J(\pi_1) = \mathrm{diag}(\pi_1) - \pi_1\pi_1^\top` (no ``1/tau``
+    factor), and the surrogate is ``2 pi1 - pi0 / 2``. Both ``pi``'s are held
+    constant (stop-gradient), so ``temperature`` gets no gradient. The authors'
+    implementation also subtracts the mean over classes from the result; since
+    each :math:`J(\pi)^\top c` already sums to zero over classes, that is an
+    exact no-op and is omitted here (this keeps the gradient of masked ``-inf``
+    logits exactly 0).
+
+    ReinMax approximates the gradient of ``E[f(D)]`` to second order (Heun's
+    method) where straight-through is first order; it is still *biased*. It
+    requires a differentiable ``f``; one sample, one ``f`` evaluation. The
+    paper recommends ``temperature >= 1`` (not enforced: it may be traced).
+    Built from stop-gradients, so forward mode and ``vmap`` work. The sample
+    equals ``one_hot(jaxgrad.categorical(key, logits, axis=axis))``.
+
+    Args:
+      key: a PRNG key.
+      logits: unnormalized log-probabilities, floating, finite or ``-inf``,
+        categories along ``axis``.
+      temperature: ``tau > 0`` in ``pi1``, scalar or broadcastable to
+        ``logits``; may be traced.
+      axis: the category axis (static).
+
+    Returns:
+      A one-hot array of the shape and dtype of ``logits``.
+
+    Raises:
+      TypeError: if ``logits`` is not floating, ``temperature`` is not a real
+        number or ``key`` is not a key.
+      ValueError: if ``key`` is a batch of keys, ``axis`` is out of range, or
+        ``temperature`` is concretely non-positive or does not broadcast.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxgrad
+      >>> d = jaxgrad.reinmax(jax.random.key(0), jnp.array([0.5, 0.0, -0.5]))
+      >>> float(d.sum()), float(d.max())
+      (1.0, 1.0)
+
+    References:
+      Liu, Dong, Liu, Yu & Gao, *Bridging Discrete and Backpropagation:
+      Straight-Through and Beyond*, NeurIPS 2023, Algorithm 2.
+      https://arxiv.org/abs/2304.08612
+    """
+    fn = "reinmax"
+    logits_last, t, axis = _categorical_args(key, logits, temperature, axis, fn)
+    dtype = samplers.compute_dtype(logits_last.dtype)
+    _, idx = _gumbel_max(key, logits_last)
+    hard = jax.nn.one_hot(idx, logits_last.shape[-1], dtype=dtype)
+    sg = jax.lax.stop_gradient
+    lc = logits_last.astype(dtype)
+    pi0 = sg(jax.nn.softmax(lc, axis=-1))
+    pi1 = sg((jnp.exp(_tempered_log_softmax(lc, t)) + hard) / 2)
+    d = _zero_masked(lc)
+    d = d - sg(d)  # value 0, derivative identity
+
+    def jvp_softmax(pi: Array) -> Array:  # J(pi) d, with J(pi) symmetric
+        return pi * d - pi * jnp.sum(pi * d, axis=-1, keepdims=True)
+
+    surrogate = 2 * jvp_softmax(pi1) - 0.5 * jvp_softmax(pi0)
+    return jnp.moveaxis(_st(hard, surrogate).astype(logits_last.dtype), -1, axis)

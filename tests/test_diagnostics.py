@@ -1,0 +1,304 @@
+"""Tests for jaxgrad.diagnostics: sharded chunked sampling, streaming stats, exact oracles."""
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxgrad
+from jaxgrad import diagnostics as dg
+
+BERNOULLI = jaxgrad.dists.bernoulli
+
+
+def toy_f(b, t):
+    return jnp.sum((b - t) ** 2)
+
+
+def _build(name, f, dist, num_samples=None):
+    """A registry estimator, or a skip if its module is not there."""
+    info = jaxgrad.ESTIMATORS[name]
+    try:
+        return info.build(f, dist=dist, num_samples=num_samples or info.num_samples)
+    except ImportError as err:
+        pytest.skip(f"estimator {name} is not available: {err}")
+
+
+def _available(name):
+    try:
+        _build(name, toy_f, BERNOULLI)
+    except pytest.skip.Exception:
+        return False
+    return True
+
+
+# One estimator object per name, built once, so each compiles once for all cases.
+_TOY = {}
+
+
+def toy_estimator(name, num_samples=None):
+    k = (name, num_samples)
+    if k not in _TOY:
+        _TOY[k] = _build(name, toy_f, BERNOULLI, num_samples)
+    return _TOY[k]
+
+
+def pathwise_normal(key, params):
+    """A pathwise estimator built only on the sampler: sum((x - 1)^2), x ~ N(loc, scale^2)."""
+    loc, scale = params
+    return jnp.sum((jaxgrad.normal(key, loc, scale) - 1.0) ** 2)
+
+
+def logit(p):
+    return jnp.full((1,), np.log(p) - np.log1p(-p), jnp.float32)
+
+
+# Exact variances of one estimate (REFERENCES.md; reinforce with 1 sample, rloo with 2).
+VARIANCES = {
+    (0.5, 0.499): {"reinforce": 1.5625e-2, "rloo": 2.5e-7, "arm": 8.3333e-8, "disarm": 0.0},
+    (0.1, 0.499): {"reinforce": 5.6611e-3, "rloo": 1.4760e-7, "arm": 1.3027e-7,
+                   "disarm": 1.2960e-7},
+    (0.5, 0.45): {"reinforce": 1.5939e-2, "rloo": 6.25e-4, "arm": 2.0833e-4, "disarm": 0.0},
+}
+NUM_SAMPLES = {"reinforce": 1, "rloo": 2, "arm": 1, "disarm": 1}
+
+
+@pytest.mark.parametrize("name", ["reinforce", "rloo", "arm", "disarm"])
+def test_grad_stats_reproduces_exact_toy_variances(name, key):
+    est = toy_estimator(name, NUM_SAMPLES[name])
+    for (p, t), table in VARIANCES.items():
+        key, sub = jax.random.split(key)
+        exact = p * (1 - p) * (1 - 2 * t)
+        s = dg.grad_stats(est, sub, logit(p), jnp.float32(t), num_keys=500_000,
+                          exact=jnp.full((1,), exact))
+        want = table[name]
+        got = float(s.variance[0])
+        if want == 0.0:
+            assert got < 1e-12, (p, t, got)
+        else:
+            assert abs(got / want - 1) < 0.02, (p, t, got, want)
+        # unbiased: the mean is within 5 standard errors (plus float32 round-off)
+        assert abs(float(s.bias[0])) <= 5 * float(s.stderr[0]) + 1e-7, (p, t, s)
+
+
+def test_grad_stats_rejects_a_biased_estimator(key):
+    """Power check: the same figures expose straight-through's bias at p=0.1."""
+    est = toy_estimator("straight-through")
+    p, t = 0.1, 0.45
+    s = dg.grad_stats(est, key, logit(p), jnp.float32(t), num_keys=100_000,
+                      exact=jnp.full((1,), p * (1 - p) * (1 - 2 * t)))
+    assert abs(float(s.bias[0])) > 5 * float(s.stderr[0])
+
+
+def _reference_samples(est, key, params, *args, num_keys, batch_size=50):
+    """The original definition: lax.map over split keys."""
+    keys = jax.random.split(key, num_keys)
+    return jax.lax.map(lambda k: jax.grad(est, argnums=1)(k, params, *args), keys,
+                       batch_size=batch_size)
+
+
+def _equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_grad_samples_identical_for_any_chunking_and_devices(legacy):
+    assert jax.device_count() == 8  # the conftest forces 8 CPU devices
+    key = jax.random.PRNGKey(3) if legacy else jax.random.key(3)
+    params = (jnp.array([0.5, -1.0], jnp.float32), jnp.array([1.0, 2.0], jnp.float32))
+    n = 1001  # not a multiple of the chunk size nor of the number of devices
+    ref = _reference_samples(pathwise_normal, key, params, num_keys=n)
+    # Unvectorized (one key at a time), XLA's scalar code rounds differently.
+    scalar = _reference_samples(pathwise_normal, key, params, num_keys=n, batch_size=None)
+    for x, y in zip(ref, scalar, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    one = jax.devices()[:1]
+    for batch_size in (None, 1, 7, 64):
+        for devices in (None, one):
+            g = dg.grad_samples(pathwise_normal, key, params, num_keys=n,
+                                batch_size=batch_size, devices=devices)
+            assert g[0].shape == (n, 2)
+            _equal(g, ref)
+
+
+def test_grad_samples_registry_estimator_sharded_equals_single_device(key):
+    name = next(n for n in ("reinforce", "disarm", "arm") if _available(n))
+    est = toy_estimator(name, NUM_SAMPLES[name])
+    args = (logit(0.3), jnp.float32(0.45))
+    a = dg.grad_samples(est, key, *args, num_keys=333, batch_size=16)
+    b = dg.grad_samples(est, key, *args, num_keys=333, devices=jax.devices()[:1])
+    _equal(a, b)
+    _equal(a, _reference_samples(est, key, *args, num_keys=333))
+
+
+def test_grad_stats_sharded_equals_single_device_and_matches_samples(key):
+    params = (jnp.array([0.5, -1.0], jnp.float32), jnp.array([1.0, 2.0], jnp.float32))
+    n = 20_011
+    exact = (2 * (params[0] - 1.0), 2 * params[1])
+    many = dg.grad_stats(pathwise_normal, key, params, num_keys=n, batch_size=500, exact=exact)
+    single = dg.grad_stats(pathwise_normal, key, params, num_keys=n, batch_size=500,
+                           exact=exact, devices=jax.devices()[:1])
+    assert many.num_devices == 8 and single.num_devices == 1
+    for field in ("mean", "variance", "stderr", "snr", "bias", "mse"):
+        _equal(getattr(many, field), getattr(single, field))
+    unchunked = dg.grad_stats(pathwise_normal, key, params, num_keys=n, batch_size=n,
+                              exact=exact, devices=jax.devices()[:1])
+    samples = np.asarray(
+        jnp.concatenate(dg.grad_samples(pathwise_normal, key, params, num_keys=n), axis=1),
+        np.float64,
+    )
+    for s in (many, unchunked):
+        np.testing.assert_allclose(s.flat("mean"), samples.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(s.flat("variance"), samples.var(0, ddof=1), rtol=1e-10)
+        mse = np.mean((samples - dg.GradStats._flat(exact)) ** 2, axis=0)
+        np.testing.assert_allclose(s.flat("mse"), mse, rtol=1e-10)
+    assert isinstance(many.mean, tuple) and many.mean[0].shape == (2,)
+    _ = dg.assert_unbiased(samples, dg.GradStats._flat(exact))
+
+
+def test_grad_stats_summaries_progress_and_timing(key):
+    params = (jnp.array([0.5], jnp.float32), jnp.array([1.0], jnp.float32))
+    calls = []
+    s = dg.grad_stats(pathwise_normal, key, params, num_keys=5000, batch_size=128,
+                      exact=(jnp.array([-1.0]), jnp.array([2.0])), f_evals=1,
+                      progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (5000, 5000)
+    assert [c[0] for c in calls] == sorted(c[0] for c in calls)
+    assert s.time_per_estimate > 0 and s.compile_time > 0 and s.batch_size == 128
+    assert s.num_coordinates == 2
+    assert s.total_variance == pytest.approx(float(s.variance[0][0] + s.variance[1][0]))
+    assert s.efficiency == pytest.approx(s.total_mse * 1)
+    assert s.variance_x_time == pytest.approx(s.total_variance * s.time_per_estimate)
+    assert s.snr_norm == pytest.approx(
+        np.linalg.norm(s.flat("mean")) / np.sqrt(s.total_variance))
+    # d/dloc E[(x - 1)^2] = 2 (loc - 1) = -1; d/dscale = 2 scale = 2: pathwise variances
+    # are 4 scale^2 = 4 and 8 scale^2 = 8 (x - 1 = loc - 1 + scale eps).
+    np.testing.assert_allclose(s.flat("variance"), [4.0, 10.0], rtol=0.06)
+
+
+def test_grad_stats_deterministic_estimate_has_infinite_snr(key):
+    est = lambda k, p: jnp.sum(p**2)  # noqa: E731 - no randomness at all
+    s = dg.grad_stats(est, key, jnp.array([1.0, 0.0], jnp.float32), num_keys=10)
+    assert s.flat("variance").tolist() == [0.0, 0.0]
+    assert np.isinf(s.flat("snr")[0]) and np.isnan(s.flat("snr")[1])
+    assert s.bias is None and s.mse is None and s.total_mse is None and s.bias_norm is None
+    assert np.isnan(s.efficiency)  # f_evals unknown
+
+
+def test_argument_errors(key):
+    p = jnp.zeros(1, jnp.float32)
+    est = toy_estimator("straight-through")
+    t = jnp.float32(0.45)
+    with pytest.raises(TypeError, match="grad_samples: key"):
+        dg.grad_samples(est, 0, p, t, num_keys=4)
+    with pytest.raises(ValueError, match="grad_samples accepts a single key"):
+        dg.grad_samples(est, jax.random.split(key, 2), p, t, num_keys=4)
+    with pytest.raises(ValueError, match="num_samples must be at least 1"):
+        dg.grad_samples(est, key, p, t, num_keys=0)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        dg.grad_samples(est, key, p, t, num_keys=4, batch_size=0)
+    with pytest.raises(TypeError, match="batch_size must be a positive int"):
+        dg.grad_stats(est, key, p, t, num_keys=4, batch_size=2.0)
+    with pytest.raises(ValueError, match="devices must name at least one device"):
+        dg.grad_samples(est, key, p, t, num_keys=4, devices=[])
+    with pytest.raises(TypeError, match="grad_stats: key"):
+        dg.grad_stats(est, "key", p, t, num_keys=4)
+    with pytest.raises(ValueError, match="grad_stats accepts a single key"):
+        dg.grad_stats(est, jax.random.split(key, 3), p, t, num_keys=4)
+    with pytest.raises(ValueError, match="A variance needs two estimates"):
+        dg.grad_stats(est, key, p, t, num_keys=1)
+    with pytest.raises(ValueError, match="exact must be a pytree like params"):
+        dg.grad_stats(est, key, p, t, num_keys=4, exact=jnp.zeros(3))
+
+
+# --- exact oracles -----------------------------------------------------------
+
+
+def test_exact_grad_bernoulli_toy_closed_form():
+    for p, t in [(0.5, 0.45), (0.1, 0.499), (0.83, 0.2)]:
+        g = dg.exact_grad(toy_f, logit(p).astype(jnp.float64), t, dist=BERNOULLI)
+        assert float(g[0]) == pytest.approx(p * (1 - p) * (1 - 2 * t), rel=1e-9)
+
+
+def test_exact_grad_categorical_matches_hand_sum(rng):
+    logits = jnp.asarray(rng.normal(size=(2, 3)), jnp.float64)
+    w = jnp.asarray(rng.normal(size=(2, 3)), jnp.float64)
+    f = lambda x: jnp.sum(x * w) ** 2  # noqa: E731 - couples the two variables
+
+    def expectation(l):
+        pi = jax.nn.softmax(l, axis=-1)
+        return sum(pi[0, i] * pi[1, j] * (w[0, i] + w[1, j]) ** 2
+                   for i in range(3) for j in range(3))
+
+    np.testing.assert_allclose(
+        dg.exact_grad(f, logits, dist=jaxgrad.dists.categorical),
+        jax.grad(expectation)(logits), rtol=1e-10)
+
+
+def test_exact_grad_errors():
+    with pytest.raises(TypeError, match="exact_grad: dist must be a discrete spec"):
+        dg.exact_grad(toy_f, (0.0, 1.0), 0.5, dist=jaxgrad.dists.normal)
+    with pytest.raises(ValueError, match="MAX_SUPPORT_SIZE"):
+        dg.exact_grad(toy_f, jnp.zeros(17, jnp.float32), 0.5, dist=BERNOULLI)
+
+
+@pytest.mark.parametrize("function", dg.GAUSSIAN_TEST_FUNCTIONS)
+def test_gaussian_closed_forms_against_quadrature(function):
+    nodes, weights = np.polynomial.hermite_e.hermegauss(80)  # E over N(0,1)
+    weights = weights / np.sqrt(2 * np.pi)
+    eps = jnp.asarray(nodes, jnp.float64)
+    for k in (0.5, 1.0, 3.0):
+        f = dg.gaussian_test_function(function, k)
+        for mu, sigma in [(0.5, 1.0), (-1.3, 0.4), (2.0, 0.7)]:
+            x = mu + sigma * eps
+            # pathwise: d/dmu E f = E f'(x), d/dsigma E f = E f'(x) eps
+            df = jax.vmap(jax.grad(lambda v: f(v[None])))(x)
+            quad = (np.sum(weights * df), np.sum(weights * df * eps))
+            value = np.sum(weights * jax.vmap(lambda v: f(v[None]))(x))
+            got = dg.gaussian_exact_grad(function, jnp.float64(mu), jnp.float64(sigma), k=k)
+            np.testing.assert_allclose([float(got[0]), float(got[1])], quad, atol=1e-9)
+            e = dg.gaussian_expectation(function, jnp.float64(mu), jnp.float64(sigma), k=k)
+            assert float(e) == pytest.approx(value, abs=1e-9)
+
+
+def test_gaussian_closed_forms_sum_over_coordinates_and_errors():
+    loc = jnp.array([0.5, -1.0], jnp.float64)
+    scale = jnp.array([1.0, 0.3], jnp.float64)
+    for function in dg.GAUSSIAN_TEST_FUNCTIONS:
+        auto = jax.grad(lambda m, s: dg.gaussian_expectation(function, m, s, k=2.0),
+                        argnums=(0, 1))(loc, scale)
+        np.testing.assert_allclose(dg.gaussian_exact_grad(function, loc, scale, k=2.0), auto,
+                                   rtol=1e-12)
+    for fn in (dg.gaussian_test_function, dg.gaussian_exact_grad, dg.gaussian_expectation):
+        args = ("sin", 1.0) if fn is dg.gaussian_test_function else ("sin", 0.0, 1.0)
+        kwargs = {} if fn is dg.gaussian_test_function else {"k": 1.0}
+        with pytest.raises(ValueError, match="function must be one of square, exp, cos"):
+            fn(*args, **kwargs)
+
+
+def test_gaussian_closed_form_against_pathwise_estimates(key):
+    """Monte Carlo agreement with z = 5, and the same test rejects a wrong formula."""
+    params = (jnp.array([0.5], jnp.float32), jnp.array([1.0], jnp.float32))
+    f = dg.gaussian_test_function("cos", 2.0)
+    est = lambda k, p: f(jaxgrad.normal(k, p[0], p[1]))  # noqa: E731
+    samples = dg.grad_samples(est, key, params, num_keys=100_000)
+    exact = dg.gaussian_exact_grad("cos", *params, k=2.0)
+    dg.assert_unbiased(samples, exact)
+    wrong = (exact[0], exact[1] * 1.1)  # 10% off in d/dsigma
+    with pytest.raises(AssertionError, match="biased"):
+        dg.assert_unbiased(samples, wrong)
+
+
+def test_pathwise_registry_estimator_agrees_with_closed_form(key):
+    """The registry's pathwise estimator (if present) on the Gaussian problem."""
+    if importlib.util.find_spec("jaxgrad._src.estimators.pathwise") is None:
+        pytest.skip("jaxgrad._src.estimators.pathwise is not available yet")
+    params = (jnp.array([0.5], jnp.float32), jnp.array([1.0], jnp.float32))
+    f = dg.gaussian_test_function("exp", 1.0)
+    est = _build("pathwise", f, jaxgrad.dists.normal, 1)
+    exact = dg.gaussian_exact_grad("exp", *params, k=1.0)
+    s = dg.grad_stats(est, key, params, num_keys=100_000, exact=exact)
+    assert np.all(np.abs(s.flat("bias")) < 5 * s.flat("stderr") + 1e-6)
