@@ -4,15 +4,43 @@ Samplers that carry their gradient rule, estimator transformations in the
 style of ``jax.grad``, and tools to study their variance. See README.md.
 """
 
+# --- estimators (issue 3): the baselines module ---
+from jaxgrad import baselines as baselines
 from jaxgrad import diagnostics as diagnostics
 from jaxgrad import dists as dists
+
+# --- discrete estimators (issue 4): arm.py, indecater.py, rebar.py, unordered_set.py ---
+from jaxgrad._src.estimators.arm import arm as arm
+from jaxgrad._src.estimators.arm import disarm as disarm
 
 # --- estimator machinery (jaxgrad/_src/estimators/common.py) ---
 from jaxgrad._src.estimators.common import magic_box as magic_box
 
+# --- estimators (issue 3): exact.py, measure_valued.py, pathwise.py, score_function.py ---
+from jaxgrad._src.estimators.exact import exact as exact
+
+# --- discrete estimators (issue 4), continued ---
+from jaxgrad._src.estimators.indecater import indecater as indecater
+
+# --- estimators (issue 3), continued ---
+from jaxgrad._src.estimators.measure_valued import measure_valued as measure_valued
+from jaxgrad._src.estimators.pathwise import pathwise as pathwise
+
+# --- discrete estimators (issue 4), continued ---
+from jaxgrad._src.estimators.rebar import rebar as rebar
+from jaxgrad._src.estimators.rebar import relax as relax
+from jaxgrad._src.estimators.rebar import variance_loss as variance_loss
+
 # --- diagnostics (jaxgrad/diagnostics.py; the registry the studies iterate over) ---
 from jaxgrad._src.estimators.registry import ESTIMATORS as ESTIMATORS
 from jaxgrad._src.estimators.registry import EstimatorInfo as EstimatorInfo
+
+# --- estimators (issue 3), continued ---
+from jaxgrad._src.estimators.score_function import rloo as rloo
+from jaxgrad._src.estimators.score_function import score_function as score_function
+
+# --- discrete estimators (issue 4), continued ---
+from jaxgrad._src.estimators.unordered_set import unordered_set as unordered_set
 
 # --- relaxations (jaxgrad/_src/relaxations.py) ---
 from jaxgrad._src.relaxations import gumbel_rao as gumbel_rao
@@ -35,19 +63,32 @@ __version__ = "0.1.0"
 __all__ = [
     "ESTIMATORS",
     "EstimatorInfo",
+    "arm",
+    "baselines",
     "categorical",
     "diagnostics",
+    "disarm",
     "dists",
+    "exact",
     "gumbel",
     "gumbel_rao",
     "gumbel_softmax",
+    "indecater",
     "magic_box",
+    "measure_valued",
     "normal",
+    "pathwise",
+    "rebar",
     "reinmax",
+    "relax",
     "relaxed_bernoulli",
+    "rloo",
     "round_ste",
+    "score_function",
     "sign_ste",
     "straight_through",
     "straight_through_bernoulli",
     "straight_through_categorical",
+    "unordered_set",
+    "variance_loss",
 ]

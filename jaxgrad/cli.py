@@ -244,7 +244,7 @@ def _check_int(value: int | None, name: str, minimum: int) -> None:
         raise CLIError(f"{name} must be at least {minimum}, got {value}.")
 
 
-def run_study(ns: argparse.Namespace, *, stderr: TextIO = sys.stderr) -> Study:
+def run_study(ns: argparse.Namespace, *, stderr: TextIO | None = None) -> Study:
     """Runs the study described by parsed arguments; raises :class:`CLIError` on user errors."""
     _check_int(ns.num_keys, "--num-keys", 2)
     _check_int(ns.batch_size, "--batch-size", 1)
@@ -253,7 +253,7 @@ def run_study(ns: argparse.Namespace, *, stderr: TextIO = sys.stderr) -> Study:
     chosen, skipped, explicit = _select(ns, problem)
     num_keys = ns.num_keys or problems.PROBLEMS[problem.name][2]
     key = jax.random.key(ns.seed)
-    bar = _Progress(len(chosen), stderr, enabled=not ns.quiet)
+    bar = _Progress(len(chosen), stderr or sys.stderr, enabled=not ns.quiet)
     results = []
     t_start = time.perf_counter()
     for i, (name, info, k) in enumerate(chosen, 1):

@@ -104,34 +104,33 @@ def _equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.mark.parametrize("legacy", [False, True])
-def test_grad_samples_identical_for_any_chunking_and_devices(legacy):
+def test_grad_samples_identical_for_any_chunking_and_devices(key):
     assert jax.device_count() == 8  # the conftest forces 8 CPU devices
-    key = jax.random.PRNGKey(3) if legacy else jax.random.key(3)
     params = (jnp.array([0.5, -1.0], jnp.float32), jnp.array([1.0, 2.0], jnp.float32))
     n = 1001  # not a multiple of the chunk size nor of the number of devices
-    ref = _reference_samples(pathwise_normal, key, params, num_keys=n)
+    ref = _reference_samples(pathwise_normal, jax.random.clone(key), params, num_keys=n)
     # Unvectorized (one key at a time), XLA's scalar code rounds differently.
-    scalar = _reference_samples(pathwise_normal, key, params, num_keys=n, batch_size=None)
+    scalar = _reference_samples(pathwise_normal, jax.random.clone(key), params, num_keys=n,
+                                batch_size=None)
     for x, y in zip(ref, scalar, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     one = jax.devices()[:1]
-    for batch_size in (None, 1, 7, 64):
-        for devices in (None, one):
-            g = dg.grad_samples(pathwise_normal, key, params, num_keys=n,
-                                batch_size=batch_size, devices=devices)
-            assert g[0].shape == (n, 2)
-            _equal(g, ref)
+    for batch_size, devices in [(None, None), (7, None), (7, one), (1, one)]:
+        g = dg.grad_samples(pathwise_normal, key, params, num_keys=n,
+                            batch_size=batch_size, devices=devices)
+        assert g[0].shape == (n, 2)
+        _equal(g, ref)
 
 
-def test_grad_samples_registry_estimator_sharded_equals_single_device(key):
+def test_grad_samples_legacy_key_and_registry_estimator():
     name = next(n for n in ("reinforce", "disarm", "arm") if _available(n))
     est = toy_estimator(name, NUM_SAMPLES[name])
+    key = jax.random.PRNGKey(7)
     args = (logit(0.3), jnp.float32(0.45))
     a = dg.grad_samples(est, key, *args, num_keys=333, batch_size=16)
-    b = dg.grad_samples(est, key, *args, num_keys=333, devices=jax.devices()[:1])
+    b = dg.grad_samples(est, key, *args, num_keys=333, batch_size=16, devices=jax.devices()[:1])
     _equal(a, b)
-    _equal(a, _reference_samples(est, key, *args, num_keys=333))
+    _equal(a, _reference_samples(est, key, *args, num_keys=333, batch_size=16))
 
 
 def test_grad_stats_sharded_equals_single_device_and_matches_samples(key):
@@ -174,9 +173,9 @@ def test_grad_stats_summaries_progress_and_timing(key):
     assert s.variance_x_time == pytest.approx(s.total_variance * s.time_per_estimate)
     assert s.snr_norm == pytest.approx(
         np.linalg.norm(s.flat("mean")) / np.sqrt(s.total_variance))
-    # d/dloc E[(x - 1)^2] = 2 (loc - 1) = -1; d/dscale = 2 scale = 2: pathwise variances
-    # are 4 scale^2 = 4 and 8 scale^2 = 8 (x - 1 = loc - 1 + scale eps).
-    np.testing.assert_allclose(s.flat("variance"), [4.0, 10.0], rtol=0.06)
+    # Pathwise: d/dloc = 2 (x - 1), d/dscale = 2 (x - 1) eps with x - 1 = loc - 1 + scale eps,
+    # so the variances are 4 scale^2 = 4 and 4 (loc - 1)^2 + 8 scale^2 = 9.
+    np.testing.assert_allclose(s.flat("variance"), [4.0, 9.0], rtol=0.1)
 
 
 def test_grad_stats_deterministic_estimate_has_infinite_snr(key):
@@ -194,8 +193,9 @@ def test_argument_errors(key):
     t = jnp.float32(0.45)
     with pytest.raises(TypeError, match="grad_samples: key"):
         dg.grad_samples(est, 0, p, t, num_keys=4)
+    key, k1, k2 = jax.random.split(key, 3)
     with pytest.raises(ValueError, match="grad_samples accepts a single key"):
-        dg.grad_samples(est, jax.random.split(key, 2), p, t, num_keys=4)
+        dg.grad_samples(est, jax.random.split(k1, 2), p, t, num_keys=4)
     with pytest.raises(ValueError, match="num_samples must be at least 1"):
         dg.grad_samples(est, key, p, t, num_keys=0)
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
@@ -207,7 +207,7 @@ def test_argument_errors(key):
     with pytest.raises(TypeError, match="grad_stats: key"):
         dg.grad_stats(est, "key", p, t, num_keys=4)
     with pytest.raises(ValueError, match="grad_stats accepts a single key"):
-        dg.grad_stats(est, jax.random.split(key, 3), p, t, num_keys=4)
+        dg.grad_stats(est, jax.random.split(k2, 3), p, t, num_keys=4)
     with pytest.raises(ValueError, match="A variance needs two estimates"):
         dg.grad_stats(est, key, p, t, num_keys=1)
     with pytest.raises(ValueError, match="exact must be a pytree like params"):
@@ -219,7 +219,8 @@ def test_argument_errors(key):
 
 def test_exact_grad_bernoulli_toy_closed_form():
     for p, t in [(0.5, 0.45), (0.1, 0.499), (0.83, 0.2)]:
-        g = dg.exact_grad(toy_f, logit(p).astype(jnp.float64), t, dist=BERNOULLI)
+        logit64 = jnp.full((1,), np.log(p) - np.log1p(-p), jnp.float64)
+        g = dg.exact_grad(toy_f, logit64, t, dist=BERNOULLI)
         assert float(g[0]) == pytest.approx(p * (1 - p) * (1 - 2 * t), rel=1e-9)
 
 
@@ -235,7 +236,7 @@ def test_exact_grad_categorical_matches_hand_sum(rng):
 
     np.testing.assert_allclose(
         dg.exact_grad(f, logits, dist=jaxgrad.dists.categorical),
-        jax.grad(expectation)(logits), rtol=1e-10)
+        jax.jit(jax.grad(expectation))(logits), rtol=1e-10)
 
 
 def test_exact_grad_errors():
@@ -250,14 +251,15 @@ def test_gaussian_closed_forms_against_quadrature(function):
     nodes, weights = np.polynomial.hermite_e.hermegauss(80)  # E over N(0,1)
     weights = weights / np.sqrt(2 * np.pi)
     eps = jnp.asarray(nodes, jnp.float64)
+    nodes = np.asarray(nodes)
     for k in (0.5, 1.0, 3.0):
         f = dg.gaussian_test_function(function, k)
         for mu, sigma in [(0.5, 1.0), (-1.3, 0.4), (2.0, 0.7)]:
             x = mu + sigma * eps
             # pathwise: d/dmu E f = E f'(x), d/dsigma E f = E f'(x) eps
-            df = jax.vmap(jax.grad(lambda v: f(v[None])))(x)
-            quad = (np.sum(weights * df), np.sum(weights * df * eps))
-            value = np.sum(weights * jax.vmap(lambda v: f(v[None]))(x))
+            df = np.asarray(jax.vmap(jax.grad(lambda v: f(v[None])))(x))
+            quad = (np.sum(weights * df), np.sum(weights * df * nodes))
+            value = np.sum(weights * np.asarray(jax.vmap(lambda v: f(v[None]))(x)))
             got = dg.gaussian_exact_grad(function, jnp.float64(mu), jnp.float64(sigma), k=k)
             np.testing.assert_allclose([float(got[0]), float(got[1])], quad, atol=1e-9)
             e = dg.gaussian_expectation(function, jnp.float64(mu), jnp.float64(sigma), k=k)
@@ -268,8 +270,8 @@ def test_gaussian_closed_forms_sum_over_coordinates_and_errors():
     loc = jnp.array([0.5, -1.0], jnp.float64)
     scale = jnp.array([1.0, 0.3], jnp.float64)
     for function in dg.GAUSSIAN_TEST_FUNCTIONS:
-        auto = jax.grad(lambda m, s: dg.gaussian_expectation(function, m, s, k=2.0),
-                        argnums=(0, 1))(loc, scale)
+        auto = jax.jit(jax.grad(lambda m, s: dg.gaussian_expectation(function, m, s, k=2.0),
+                                argnums=(0, 1)))(loc, scale)
         np.testing.assert_allclose(dg.gaussian_exact_grad(function, loc, scale, k=2.0), auto,
                                    rtol=1e-12)
     for fn in (dg.gaussian_test_function, dg.gaussian_exact_grad, dg.gaussian_expectation):

@@ -280,6 +280,8 @@ def _train_linear_vae(x: np.ndarray, latent: int, steps: int, seed: int = 0):
         p = jax.tree.map(lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps), p, m, v)
         return (p, m, v), None
 
+    if steps == 0:
+        return (params["we"], params["be"]), (params["wd"], params["bd"])
     zeros = jax.tree.map(jnp.zeros_like, params)
     (params, _, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, jnp.arange(steps)))(
         (params, zeros, zeros)

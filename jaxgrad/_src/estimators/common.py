@@ -111,3 +111,13 @@ def with_gradient(value: Array, params: Any, grad: Any) -> Array:
         )
     )
     return value + sum(leaves).astype(value.dtype)
+
+
+def finite_or_zero(x: Array) -> Array:
+    """``x`` with its infinite entries (masked logits) replaced by 0, gradient 1 elsewhere.
+
+    ``with_gradient`` attaches ``(x - stop_gradient(x)) * g``, which is NaN
+    where ``x = +-inf``; pass ``finite_or_zero(logits)`` instead so that masked
+    entries contribute nothing to the value and get a zero gradient.
+    """
+    return jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x))

@@ -1,4 +1,4 @@
-"""REBAR and RELAX: score function with a reparameterized, relaxed control variate.
+r"""REBAR and RELAX: score function with a reparameterized, relaxed control variate.
 
 Both estimators draw a logistic sample ``z = l + log u - log(1 - u)`` per coin,
 set ``b = 1[z > 0]`` (so ``b ~ Bernoulli(sigma(l))``), and draw a second sample
@@ -105,7 +105,8 @@ def _relaxed_estimator(
 
         g = jnp.mean(jax.vmap(one)(noise, v, b, f_b), axis=0)
         value = jnp.mean(f_b)
-        attached = jnp.sum((logits - jax.lax.stop_gradient(logits)) * g.astype(dtype))
+        live = common.finite_or_zero(logits)  # masked (infinite) logits get no gradient
+        attached = jnp.sum((live - jax.lax.stop_gradient(live)) * g.astype(dtype))
         return value + attached.astype(value.dtype)
 
     return est

@@ -1,4 +1,4 @@
-"""The unordered set estimator: samples without replacement, with a built-in baseline.
+r"""The unordered set estimator: samples without replacement, with a built-in baseline.
 
 ``num_samples = k`` distinct outcomes are drawn by Gumbel-top-``k`` on the joint
 distribution. For independent categoricals ``logits [..., K]`` the joint has
@@ -9,22 +9,23 @@ enumerating the joint.
 
 The estimator needs the probability that Gumbel-top-``k`` returns the unordered
 set ``S`` and its leave-one-out variants. With ``a_s = p(s) / (1 - p(S))`` and
-``p^{D \\ C}`` the distribution restricted to outcomes outside ``C``,
+``p^{D \ C}`` the distribution restricted to outcomes outside ``C``,
 
 .. math::
-    p^{D \\setminus C}(S \\setminus C)
-      = \\int_0^1 \\prod_{s \\in S \\setminus C} \\big(1 - u^{a_s}\\big)\\, du
-      = \\int_{-\\infty}^{\\infty} e^{y - e^{y}}
-        \\prod_{s \\in S \\setminus C} \\big(1 - e^{-a_s e^{y}}\\big)\\, dy,
+    p^{D \setminus C}(S \setminus C)
+      = \int_0^1 \prod_{s \in S \setminus C} \big(1 - u^{a_s}\big)\, du
+      = \int_{-\infty}^{\infty} e^{y - e^{y}}
+        \prod_{s \in S \setminus C} \big(1 - e^{-a_s e^{y}}\big)\, dy,
 
-(the same ``a_s`` serve every ``C \\subseteq S``: renormalizing to ``D \\ C``
+(the same ``a_s`` serve every ``C \subseteq S``: renormalizing to ``D \ C``
 changes both numerator and denominator by ``1 - p(C)``). The second form
 (``u = exp(-e^y)``) has an entire integrand that decays double-exponentially
 for ``y -> inf`` and at least like ``e^y`` for ``y -> -inf``; the trapezoidal
 rule with step ``h`` on it converges like ``exp(-pi^2 / h)``. We use
 ``h = 1/4`` on ``y in [-40, log(k + 41 + 10 sqrt(k + 1))]`` in log space
-(``logsumexp``), which is accurate to float64 round-off for any probabilities;
-the truncation of either tail costs a relative ``e^{-40}``.
+(``logsumexp``); the truncation of either tail costs a relative ``e^{-40}``.
+The mass outside the set, ``1 - p(S)``, is summed directly rather than
+subtracted, so sets holding almost all the mass keep full relative precision.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _log_survival(v: Array) -> Array:
     return jnp.where(v < -20.0, small, jnp.where(x > math.log(2.0), big, mid))
 
 
-def set_log_probs(log_p: Array) -> tuple[Array, Array, Array]:
+def set_log_probs(log_p: Array, log_rest: Array | None = None) -> tuple[Array, Array, Array]:
     r"""Log-probabilities of a Gumbel-top-``k`` set and of its leave-one/two-out subsets.
 
     For the ``k`` distinct outcomes with log-probabilities ``log_p`` (under the
@@ -82,6 +83,10 @@ def set_log_probs(log_p: Array) -> tuple[Array, Array, Array]:
 
     Args:
       log_p: ``[k]`` log-probabilities of distinct outcomes, ``k >= 1``.
+      log_rest: ``log(1 - p(S))``, the log-mass outside the set. Computed as
+        ``log(1 - sum(exp(log_p)))`` when omitted, which loses relative
+        precision when the set holds almost all the mass; pass it when it can
+        be summed directly (see :func:`_log_complement`).
 
     Returns:
       The triple above, in the dtype of ``log_p``.
@@ -89,7 +94,8 @@ def set_log_probs(log_p: Array) -> tuple[Array, Array, Array]:
     k = log_p.shape[0]
     dtype = log_p.dtype
     y, h = _quadrature_nodes(k, dtype)
-    log_rest = _log1mexp(jax.nn.logsumexp(log_p))  # log(1 - p(S)); -inf if S is everything
+    if log_rest is None:
+        log_rest = _log1mexp(jax.nn.logsumexp(log_p))  # -inf if S is everything
     log_a = log_p - log_rest  # log a_s
     t = _log_survival(log_a[:, None] + y[None, :])  # [k, n], all <= 0
     base = y - jnp.exp(y)  # log density of the substitution
@@ -107,6 +113,45 @@ def set_log_probs(log_p: Array) -> tuple[Array, Array, Array]:
     log_p2 = jax.nn.logsumexp(base + t2, axis=-1) + log_h
     log_p2 = jnp.where(eye, log_p1[:, None], log_p2)
     return log_p0, log_p1, log_p2
+
+
+def _log_complement(idx: Array, log_pi: Array) -> Array:
+    r"""``log(1 - p(S))`` for a set of joint outcomes, as a sum of positive terms.
+
+    Every outcome ``x`` outside ``S`` has a first variable ``d`` at which its
+    prefix ``x[:d+1]`` stops being a prefix of a member of ``S``; grouping by
+    that prefix node ``v = x[:d]`` and the class ``j = x[d]``,
+
+    .. math::
+        1 - p(S) = \sum_{v} p(v) \sum_{j \notin \mathrm{used}(v)} \pi_{d(v)}(j),
+
+    over the distinct proper prefixes ``v`` of members of ``S``, where
+    ``used(v)`` are the classes that continue ``v`` inside ``S``. No
+    subtraction, so the mass stays accurate however close ``p(S)`` is to 1.
+
+    Args:
+      idx: ``[k, D]`` distinct joint outcomes (class indices).
+      log_pi: ``[D, K]`` normalized log-probabilities.
+
+    Returns:
+      A scalar, ``-inf`` if ``S`` holds all the mass.
+    """
+    k, num_vars = idx.shape
+    num_classes = log_pi.shape[1]
+    # same[d, s, t]: members s and t agree on the first d variables.
+    agree = idx[:, None, :] == idx[None, :, :]  # [k, k, D]
+    prefix = jnp.cumprod(agree, axis=-1).astype(bool)
+    same = jnp.concatenate([jnp.ones((1, k, k), bool), jnp.moveaxis(prefix[..., :-1], -1, 0)])
+    earlier = jnp.tril(jnp.ones((k, k), bool), -1)  # earlier[s, t]: t < s
+    first = ~jnp.any(same & earlier[None], axis=-1)  # [D, k]: s represents its prefix node
+    classes = jnp.moveaxis(idx, 1, 0)  # [D, k]
+    hits = classes[:, None, :, None] == jnp.arange(num_classes)[None, None, None, :]
+    used = jnp.any(same[..., None] & hits, axis=2)  # [D, k(node), K]
+    lp_taken = jnp.take_along_axis(log_pi, classes, axis=1)  # [D, k]
+    log_prefix = jnp.cumsum(lp_taken, axis=0) - lp_taken  # log p(s[:d]), [D, k]
+    terms = log_prefix[..., None] + log_pi[:, None, :]  # [D, k, K]
+    terms = jnp.where(first[..., None] & ~used, terms, -jnp.inf)
+    return jax.nn.logsumexp(terms)
 
 
 def _beam_sample(key: Any, log_pi: Array, k: int) -> tuple[Array, Array]:
@@ -273,7 +318,7 @@ def unordered_set(f: Callable[..., Array], *, num_samples: int) -> Callable[...,
         xs = jax.nn.one_hot(idx, num_classes, dtype=cdtype)  # [k, D, K]
         values = fs(xs.astype(dtype).reshape((k, *shape)), *args)
 
-        log_p0, log_p1, log_p2 = set_log_probs(log_p)
+        log_p0, log_p1, log_p2 = set_log_probs(log_p, _log_complement(idx, log_pi))
         weights = jnp.exp(log_p + log_p1 - log_p0)  # p(s) R(S, s)
         value = jnp.sum(weights.astype(values.dtype) * values)
 
@@ -283,6 +328,6 @@ def unordered_set(f: Callable[..., Array], *, num_samples: int) -> Callable[...,
         score = xs - jnp.exp(log_pi)[None]  # grad_l log p(s), [k, D, K]
         coef = weights * (f_c - baseline)
         grad = jnp.sum(coef[:, None, None] * score, axis=0)
-        return common.with_gradient(value, logits, grad.reshape(shape))
+        return common.with_gradient(value, common.finite_or_zero(logits), grad.reshape(shape))
 
     return est

@@ -1,0 +1,368 @@
+"""The score-function estimator and its baselines: formulas, unbiasedness, contract.
+
+Deterministic checks compare each option with its formula written out on the
+same samples (``f(x) - b`` times the score ``x - sigmoid(l)``); statistical
+checks compare the mean of ``N`` independent estimates with the exact gradient
+(enumeration for 10 Bernoullis and 3 categoricals with 4 classes, closed forms
+for Gaussians) at 5 standard errors, and the same assertion rejects
+straight-through (power).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxgrad
+from jaxgrad.diagnostics import assert_unbiased, gaussian_exact_grad, grad_samples
+
+F32 = jnp.float32
+BERN, CAT, NORMAL = jaxgrad.dists.bernoulli, jaxgrad.dists.categorical, jaxgrad.dists.normal
+NUM_KEYS = 20_000
+
+# ----------------------------------------------------------------------------- problems
+
+
+def f_bern(b, w):
+    """A non-linear cost of 10 coins with its own parameters ``w``."""
+    return (jnp.sum(w * b) - 1.0) ** 2 + b[0] * b[1] + jnp.sin(jnp.sum(b[5:]))
+
+
+def f_cat(x, w):
+    """A non-linear cost of 3 one-hot categoricals with 4 classes."""
+    return (jnp.sum(x * w) - 0.5) ** 2 + 2.0 * x[0, 1] * x[2, 3]
+
+
+def f_normal(x, c):
+    """``c0 sum x^2 + c1 sum cos x``: closed-form gradients (Mohamed et al. sec. 3)."""
+    return c[0] * jnp.sum(x * x) + c[1] * jnp.sum(jnp.cos(x))
+
+
+BERN_LOGITS = jnp.asarray(np.linspace(-1.5, 1.2, 10), F32)
+BERN_W = jnp.asarray(np.linspace(0.5, -0.4, 10), F32)
+CAT_LOGITS = jnp.asarray(np.linspace(-1.0, 1.0, 12).reshape(3, 4) ** 2, F32)
+CAT_W = jnp.asarray(np.linspace(-0.8, 0.9, 12).reshape(3, 4), F32)
+NORMAL_PARAMS = (jnp.asarray([0.3, -0.7, 1.1], F32), jnp.asarray([0.8, 1.2, 0.5], F32))
+
+PROBLEMS = {
+    "bernoulli": (BERN, f_bern, BERN_LOGITS, BERN_W),
+    "categorical": (CAT, f_cat, CAT_LOGITS, CAT_W),
+}
+
+
+def exact_grads(dist, f, params, w):
+    """The exact gradient in ``(params, w)`` by enumeration (jaxgrad.exact + jax.grad)."""
+    est = jaxgrad.exact(f, dist=dist)
+    return jax.grad(lambda p: est(jax.random.key(0), p[0], p[1]))((params, w))
+
+
+def joint(est):
+    """``est`` with ``(params, w)`` as one pytree, so grad_samples differentiates both."""
+    return lambda key, pw: est(key, pw[0], pw[1])
+
+
+def normal_exact(params, c):
+    sq = gaussian_exact_grad("square", *params, k=0.0)
+    cos = gaussian_exact_grad("cos", *params, k=1.0)
+    return tuple(c[0] * a + c[1] * b for a, b in zip(sq, cos, strict=True))
+
+
+# Every baseline option: (baseline, normalize, num_samples).
+OPTIONS = {
+    "none": (None, None, 1),
+    "constant": (jnp.asarray(0.7, F32), None, 1),
+    "constant-per-sample": (jnp.asarray([0.2, 0.9, 1.5], F32), None, 3),
+    "loo": ("loo", None, 4),
+    "optimal": ("optimal", None, 4),
+    "normalized-loo": ("loo", jnp.asarray(2.0, F32), 4),
+}
+
+
+def build(f, dist, option):
+    baseline, normalize, n = OPTIONS[option]
+    return jaxgrad.score_function(f, dist=dist, num_samples=n, baseline=baseline,
+                                  normalize=normalize)
+
+
+def scale_of(option):
+    normalize = OPTIONS[option][1]
+    return 1.0 if normalize is None else float(normalize)
+
+
+# ------------------------------------------------------------------------ unbiasedness
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+def test_unbiased_discrete(problem, option):
+    dist, f, params, w = PROBLEMS[problem]
+    est = joint(build(f, dist, option))
+    samples = grad_samples(est, jax.random.key(11), (params, w), num_keys=NUM_KEYS,
+                           batch_size=2_500)
+    exact = exact_grads(dist, f, params, w)
+    s = scale_of(option)
+    # The gradient in params is divided by the normalizer's scale; in w it is pathwise.
+    assert_unbiased((samples[0] * s, samples[1]), exact)
+
+
+@pytest.mark.parametrize("option", ["none", "loo", "optimal", "normalized-loo"])
+def test_unbiased_gaussian_closed_forms(option):
+    est = build(f_normal, NORMAL, option)
+    s = scale_of(option)
+    for i, c in enumerate(([1.0, 0.0], [0.0, 1.0])):
+        c = jnp.asarray(c, F32)
+        samples = grad_samples(est, jax.random.key(20 + i), NORMAL_PARAMS, c,
+                               num_keys=NUM_KEYS, batch_size=2_500)
+        assert_unbiased((samples[0] * s, samples[1] * s), normal_exact(NORMAL_PARAMS, c))
+
+
+def _straight_through(f):
+    st = getattr(jaxgrad, "straight_through_bernoulli", None)
+    if st is None:  # a local ST rule: forward the sample, backward sigmoid(l)
+        def st(key, logits):
+            p = jax.nn.sigmoid(logits)
+            b = BERN.sample(key, jax.lax.stop_gradient(logits))
+            return b + p - jax.lax.stop_gradient(p)
+    return lambda key, pw: f(st(key, pw[0]), pw[1])
+
+
+def test_power_rejects_straight_through():
+    samples = grad_samples(_straight_through(f_bern), jax.random.key(12), (BERN_LOGITS, BERN_W),
+                           num_keys=NUM_KEYS, batch_size=2_500)
+    with pytest.raises(AssertionError, match="biased"):
+        assert_unbiased(samples, exact_grads(BERN, f_bern, BERN_LOGITS, BERN_W))
+
+
+# --------------------------------------------------------------- formulas on the same noise
+
+
+def _manual_samples(key, logits, n):
+    keys = jax.random.split(key, n)
+    return jax.vmap(BERN.sample, in_axes=(0, None))(keys, logits)
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_value_and_gradient_formula(option):
+    baseline, normalize, n = OPTIONS[option]
+    logits = BERN_LOGITS
+    est = build(f_bern, BERN, option)
+    value, grad = jax.value_and_grad(est, argnums=1)(jax.random.key(3), logits, BERN_W)
+
+    xs = np.asarray(_manual_samples(jax.random.key(3), logits, n), np.float64)
+    f = np.asarray(jax.vmap(f_bern, in_axes=(0, None))(jnp.asarray(xs, F32), BERN_W), np.float64)
+    score = xs - 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))  # [n, D]
+    if baseline is None:
+        b = np.zeros((n, 1))
+    elif isinstance(baseline, str) and baseline == "loo":
+        b = np.array([(f.sum() - f[i]) / (n - 1) for i in range(n)])[:, None]
+    elif isinstance(baseline, str):  # optimal, leave-one-out, per coordinate
+        b = np.stack([
+            sum(f[j] * score[j] ** 2 for j in range(n) if j != i)
+            / sum(score[j] ** 2 for j in range(n) if j != i)
+            for i in range(n)
+        ])
+    else:
+        b = np.broadcast_to(np.asarray(baseline, np.float64), (n,))[:, None]
+    expected = np.mean((f[:, None] - b) * score, axis=0) / scale_of(option)
+    np.testing.assert_allclose(float(value), f.mean(), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad), expected, rtol=2e-4, atol=1e-5)
+
+
+def test_never_differentiates_f():
+    @jax.custom_jvp
+    def f(x):
+        return jnp.sum(jnp.cos(x))
+
+    @f.defjvp
+    def _f_jvp(primals, tangents):
+        raise AssertionError("the score-function estimator differentiated f")
+
+    for option in OPTIONS:
+        for dist, params in ((BERN, BERN_LOGITS), (NORMAL, NORMAL_PARAMS)):
+            g = jax.grad(build(f, dist, option), argnums=1)(jax.random.key(4), params)
+            assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(g))
+    h = jax.hessian(build(f, BERN, "loo"), argnums=1)(jax.random.key(5), BERN_LOGITS)
+    assert h.shape == (10, 10)
+
+
+@pytest.mark.parametrize("option", ["none", "loo", "optimal"])
+def test_args_and_closures_are_pathwise_on_the_same_samples(option):
+    baseline, normalize, n = OPTIONS[option]
+    key = lambda: jax.random.key(6)  # the same seed gives the same samples
+    w = BERN_W
+
+    # Gradient in f's own argument.
+    est = build(f_bern, BERN, option)
+    g_w = jax.grad(est, argnums=2)(key(), BERN_LOGITS, w)
+    xs = _manual_samples(key(), BERN_LOGITS, n)
+    pathwise = jax.grad(lambda w: jnp.mean(jax.vmap(f_bern, in_axes=(0, None))(xs, w)))(w)
+    np.testing.assert_allclose(g_w, pathwise, rtol=1e-5, atol=1e-6)
+
+    # The same parameters reached through a closure.
+    def through_closure(w):
+        est = build(lambda b: f_bern(b, w), BERN, option)
+        return est(key(), BERN_LOGITS)
+
+    np.testing.assert_allclose(jax.grad(through_closure)(w), pathwise, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_second_derivative_is_the_pathwise_score_product():
+    # d/dw d/dl est = mean_n grad_w f(x_n, w) (x_n - p)^T on the same samples.
+    n = 4
+    est = build(f_bern, BERN, "loo")
+    mixed = jax.jacobian(jax.grad(est, argnums=1), argnums=2)(
+        jax.random.key(7), BERN_LOGITS, BERN_W
+    )
+    xs = _manual_samples(jax.random.key(7), BERN_LOGITS, n)
+    gw = jax.vmap(jax.grad(f_bern, argnums=1), in_axes=(0, None))(xs, BERN_W)  # [n, D]
+    score = xs - jax.nn.sigmoid(BERN_LOGITS)
+    # The loo baseline's own w-gradient is stopped, so only f's term remains.
+    expected = jnp.einsum("nd,ne->de", score, gw) / n
+    np.testing.assert_allclose(mixed, expected, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------- aux and dtypes
+
+
+@pytest.mark.parametrize("option", ["none", "constant", "loo", "optimal"])
+def test_return_f_values(option):
+    baseline, normalize, n = OPTIONS[option]
+    est = jaxgrad.score_function(f_bern, dist=BERN, num_samples=n, baseline=baseline,
+                                 return_f_values=True)
+    (value, aux), grad = jax.value_and_grad(est, argnums=1, has_aux=True)(
+        jax.random.key(8), BERN_LOGITS, BERN_W
+    )
+    plain = build(f_bern, BERN, option)
+    np.testing.assert_allclose(
+        grad, jax.grad(plain, argnums=1)(jax.random.key(8), BERN_LOGITS, BERN_W), rtol=1e-6
+    )
+    assert isinstance(aux, jaxgrad._src.estimators.score_function.ScoreFunctionAux)
+    assert aux.f_values.shape == (n,) and aux.samples.shape == (n, 10)
+    np.testing.assert_allclose(aux.f_values.mean(), value, rtol=1e-6)
+    np.testing.assert_allclose(aux.f_values, jax.vmap(f_bern, in_axes=(0, None))(aux.samples,
+                                                                                BERN_W))
+    if option == "optimal":
+        assert aux.baseline.shape == (n, 10)
+    else:
+        assert aux.baseline.shape == (n,)
+
+
+def test_extreme_and_masked_logits_stay_finite():
+    logits = jnp.asarray([1e4, -1e4, -jnp.inf, jnp.inf, 0.3], F32)
+    f = lambda b: jnp.sum((b - 0.3) ** 2)
+    for option in OPTIONS:
+        g = jax.grad(build(f, BERN, option), argnums=1)(jax.random.key(9), logits)
+        assert bool(jnp.all(jnp.isfinite(g))), option
+        np.testing.assert_array_equal(g[2:4], 0.0)
+    cat_logits = jnp.asarray([[0.0, -jnp.inf, 1e4], [0.5, -jnp.inf, -0.5]], F32)
+    fc = lambda x: jnp.sum(x * jnp.arange(3.0, dtype=F32)) ** 2
+    for option in OPTIONS:
+        g = jax.grad(build(fc, CAT, option), argnums=1)(jax.random.key(10), cat_logits)
+        assert bool(jnp.all(jnp.isfinite(g))), option
+
+
+def test_bfloat16_in_bfloat16_out():
+    logits = jnp.asarray([0.3, -0.2, 1.0], jnp.bfloat16)
+    f = lambda b: jnp.sum((b - 0.45) ** 2)
+    for option in ("none", "loo", "optimal"):
+        est = build(f, BERN, option)
+        value, g = jax.value_and_grad(est, argnums=1)(jax.random.key(13), logits)
+        assert value.dtype == jnp.bfloat16 and g.dtype == jnp.bfloat16
+        assert bool(jnp.all(jnp.isfinite(g.astype(F32))))
+
+
+def test_transformations_jit_vmap_legacy_keys():
+    est = build(f_bern, BERN, "loo")
+    grad = jax.jit(jax.grad(est, argnums=1))
+    keys = lambda: jax.random.split(jax.random.key(14), 3)
+    batched = jax.vmap(grad, in_axes=(0, None, None))(keys(), BERN_LOGITS, BERN_W)
+    np.testing.assert_allclose(batched[1], grad(keys()[1], BERN_LOGITS, BERN_W), rtol=1e-5)
+    legacy = grad(jax.random.PRNGKey(0), BERN_LOGITS, BERN_W)
+    assert legacy.shape == (10,)
+    # A traced baseline (closure over a jit argument) does not recompile per value.
+    step = jax.jit(lambda k, b: jax.grad(
+        jaxgrad.score_function(f_bern, dist=BERN, baseline=b), argnums=1)(k, BERN_LOGITS, BERN_W))
+    step(jax.random.key(15), jnp.asarray(0.1, F32))
+    step(jax.random.key(16), jnp.asarray(0.2, F32))
+    assert step._cache_size() == 1
+
+
+def test_rloo_is_score_function_with_loo():
+    a = jax.grad(jaxgrad.rloo(f_bern, dist=BERN, num_samples=4), argnums=1)(
+        jax.random.key(17), BERN_LOGITS, BERN_W
+    )
+    b = jax.grad(build(f_bern, BERN, "loo"), argnums=1)(jax.random.key(17), BERN_LOGITS, BERN_W)
+    np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_errors():
+    f = lambda b: jnp.sum(b)
+    with pytest.raises(ValueError, match=r"score_function: baseline='loo' .* num_samples >= 2"):
+        jaxgrad.score_function(f, dist=BERN, baseline="loo")
+    with pytest.raises(ValueError, match=r"baseline='optimal' .* num_samples >= 2"):
+        jaxgrad.score_function(f, dist=BERN, baseline="optimal", num_samples=1)
+    with pytest.raises(ValueError, match=r"rloo: .* num_samples >= 2"):
+        jaxgrad.rloo(f, dist=BERN, num_samples=1)
+    with pytest.raises(ValueError, match="baseline must be None, an array, or one of"):
+        jaxgrad.score_function(f, dist=BERN, baseline="ema")
+    with pytest.raises(TypeError, match="baseline must be None, an array"):
+        jaxgrad.score_function(f, dist=BERN, baseline=lambda x: x)
+    with pytest.raises(ValueError, match=r"shape \(num_samples,\)"):
+        jaxgrad.score_function(f, dist=BERN, num_samples=2, baseline=jnp.zeros(3, F32))
+    with pytest.raises(TypeError, match="normalize must be None or the current scale"):
+        jaxgrad.score_function(f, dist=BERN, normalize="std")
+    with pytest.raises(ValueError, match="normalize must be a scalar"):
+        jaxgrad.score_function(f, dist=BERN, normalize=jnp.ones(2, F32))
+    with pytest.raises(ValueError, match="normalize must be positive"):
+        jaxgrad.score_function(f, dist=BERN, normalize=0.0)
+    with pytest.raises(TypeError, match="f must be a callable"):
+        jaxgrad.score_function(3.0, dist=BERN)
+    with pytest.raises(TypeError, match="dist must be a jaxgrad.dists spec .* lacks log_prob"):
+        jaxgrad.score_function(f, dist=object())
+    with pytest.raises(TypeError, match="num_samples must be a static Python int"):
+        jaxgrad.score_function(f, dist=BERN, num_samples=2.0)
+    with pytest.raises(ValueError, match="num_samples must be at least 1"):
+        jaxgrad.score_function(f, dist=BERN, num_samples=0)
+
+    est = jaxgrad.score_function(lambda b: b, dist=BERN)
+    with pytest.raises(ValueError, match="f must return a scalar"):
+        est(jax.random.key(0), jnp.zeros(3, F32))
+    est = jaxgrad.score_function(f, dist=BERN)
+    with pytest.raises(ValueError, match="accepts a single key"):
+        est(jax.random.split(jax.random.key(1), 2), jnp.zeros(3, F32))
+    with pytest.raises(TypeError, match="key must be a PRNG key"):
+        est(0, jnp.zeros(3, F32))
+
+    class ElementwiseLogProb:  # a user spec that forgot to sum over factors
+        def sample(self, key, logits):
+            return BERN.sample(key, logits)
+
+        def log_prob(self, logits, x):
+            return jnp.where(x > 0.5, jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits))
+
+    est = jaxgrad.score_function(f, dist=ElementwiseLogProb())
+    with pytest.raises(ValueError, match="log_prob must return the joint log-probability"):
+        est(jax.random.key(2), jnp.zeros(3, F32))
+
+
+def test_custom_distribution_object():
+    """Any object with sample and log_prob works (a Poisson with log-rate params)."""
+
+    class Poisson:
+        def sample(self, key, log_rate):
+            return jax.random.poisson(key, jnp.exp(log_rate)).astype(F32)
+
+        def log_prob(self, log_rate, x):
+            return jnp.sum(x * log_rate - jnp.exp(log_rate) - jax.scipy.special.gammaln(x + 1))
+
+    log_rate = jnp.asarray([0.2, -0.5], F32)
+    est = jaxgrad.rloo(lambda x: jnp.sum(x * x), dist=Poisson(), num_samples=4)
+    samples = grad_samples(est, jax.random.key(18), log_rate, num_keys=NUM_KEYS, batch_size=2_500)
+    lam = np.exp(np.asarray(log_rate, np.float64))
+    # E[x^2] = lam + lam^2, so d/d log lam = lam + 2 lam^2.
+    assert_unbiased(samples, lam + 2 * lam**2)
