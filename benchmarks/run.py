@@ -34,8 +34,9 @@ def main() -> None:
     parser.add_argument("--num-keys", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--torch-iterations", type=int, default=20_000)
-    parser.add_argument("--memory-keys", type=int, nargs="+",
-                        default=[10_000, 100_000, 1_000_000, 10_000_000])
+    parser.add_argument(
+        "--memory-keys", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 10_000_000]
+    )
     parser.add_argument("--out", default=os.path.join("results", "bench.json"))
     args = parser.parse_args()
 
@@ -72,14 +73,18 @@ def main() -> None:
 
     print("\n== summary ==")
     for row in results["throughput"]:
-        print(f"throughput ratio, {row['estimator']}: {row['ratio']:.2f} "
-              f"(vs chunked hand-written: {row['ratio_chunked']:.2f}; target >= 0.9)")
+        print(
+            f"throughput ratio, {row['estimator']}: {row['ratio']:.2f} "
+            f"(vs chunked hand-written: {row['ratio_chunked']:.2f}; target >= 0.9)"
+        )
     for t in results["torch"]:
         print(f"vs PyTorch loop, {t['estimator']}: {t['ratio']:.0f}x (target >= 50x)")
     streamed = [r["peak_mib"] for r in results["memory"] if r["mode"] == "streamed"]
     if streamed:
-        print(f"streamed peak RSS from {args.memory_keys[0]:.0e} to {args.memory_keys[-1]:.0e} "
-              f"keys: {min(streamed):.0f} .. {max(streamed):.0f} MiB")
+        print(
+            f"streamed peak RSS from {args.memory_keys[0]:.0e} to {args.memory_keys[-1]:.0e} "
+            f"keys: {min(streamed):.0f} .. {max(streamed):.0f} MiB"
+        )
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(results, fh, indent=1)

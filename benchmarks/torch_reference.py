@@ -49,8 +49,13 @@ def disarm_step(logits, torch):
     b_anti = (1 - u < p).to(logits.dtype)
     with torch.no_grad():
         sign = 1 - 2 * b_anti  # (-1)^{b~}
-        g = 0.5 * (f(b, torch) - f(b_anti, torch)) * sign * (b != b_anti) * torch.sigmoid(
-            logits.abs())
+        g = (
+            0.5
+            * (f(b, torch) - f(b_anti, torch))
+            * sign
+            * (b != b_anti)
+            * torch.sigmoid(logits.abs())
+        )
     (g * logits).sum().backward()
 
 

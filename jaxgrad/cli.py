@@ -39,7 +39,6 @@ from jaxgrad import diagnostics
 from jaxgrad._src import problems
 from jaxgrad._src.estimators.registry import ESTIMATORS, EstimatorInfo
 
-
 #: Estimators needing more f-evaluations per estimate are left out of default studies.
 MAX_COST = 2**16
 
@@ -112,7 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     study.add_argument("problem", metavar="PROBLEM", help=", ".join(problems.PROBLEMS))
     study.add_argument(
-        "--estimators", nargs="+", metavar="NAME",
+        "--estimators",
+        nargs="+",
+        metavar="NAME",
         help="estimator names (space or comma separated); default: all that apply",
     )
     study.add_argument("--num-keys", type=int, help="estimates per estimator")
@@ -170,10 +171,7 @@ class _Progress:
             return
         elapsed = time.perf_counter() - self.t0
         if stats is not None:
-            note = (
-                f"{stats.num_keys} estimates, {elapsed:.1f}s "
-                f"(compile {stats.compile_time:.1f}s)"
-            )
+            note = f"{stats.num_keys} estimates, {elapsed:.1f}s (compile {stats.compile_time:.1f}s)"
         if self.tty:
             self.stream.write("\r\033[K")
         self.stream.write(f"[{self.index:>2}/{self.total}] {self.name:<28} {note}\n")
@@ -261,8 +259,13 @@ def run_study(ns: argparse.Namespace, *, stderr: TextIO | None = None) -> Study:
         try:
             est = info.build(problem.f, dist=problem.dist, num_samples=k)
             stats = diagnostics.grad_stats(
-                est, key, problem.params, num_keys=num_keys, batch_size=ns.batch_size,
-                exact=problem.exact, f_evals=info.cost(problem.variable, problem.event_shape, k),
+                est,
+                key,
+                problem.params,
+                num_keys=num_keys,
+                batch_size=ns.batch_size,
+                exact=problem.exact,
+                f_evals=info.cost(problem.variable, problem.event_shape, k),
                 progress=bar.update,
             )
         except (ImportError, ValueError, TypeError, NotImplementedError) as err:
@@ -356,22 +359,39 @@ def format_table(study: Study) -> str:
     problem = study.problem
     one = study.results[0].stats.num_coordinates == 1
     err = "MSE" if problem.exact is not None else "var"
-    headers = ["estimator", "unbiased", "mean" if one else "|mean|",
-               "variance" if one else "sum var", "SNR", "bias" if one else "|bias|",
-               "f-evals", "us/est", f"{err} x evals"]
+    headers = [
+        "estimator",
+        "unbiased",
+        "mean" if one else "|mean|",
+        "variance" if one else "sum var",
+        "SNR",
+        "bias" if one else "|bias|",
+        "f-evals",
+        "us/est",
+        f"{err} x evals",
+    ]
     rows = []
     for r in study.results:
         m = _summary(r, one)
-        rows.append([
-            r.name, "yes" if r.info.unbiased else "no", _fmt(m["mean"]), _fmt(m["variance"]),
-            _fmt(m["snr"], 3), _fmt(m["bias"], 3), str(r.stats.f_evals),
-            _fmt(r.stats.time_per_estimate * 1e6, 3), _fmt(r.stats.efficiency),
-        ])
+        rows.append(
+            [
+                r.name,
+                "yes" if r.info.unbiased else "no",
+                _fmt(m["mean"]),
+                _fmt(m["variance"]),
+                _fmt(m["snr"], 3),
+                _fmt(m["bias"], 3),
+                str(r.stats.f_evals),
+                _fmt(r.stats.time_per_estimate * 1e6, 3),
+                _fmt(r.stats.efficiency),
+            ]
+        )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
 
     def line(cells):
         return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
 
     n = study.settings["num_keys"]
@@ -448,9 +468,15 @@ def write_outputs(study: Study, out: str, argv: Sequence[str], plot: bool = True
         os.makedirs(out, exist_ok=True)
     except OSError as err:
         raise CLIError(f"cannot create output folder {out!r}: {err.strerror or err}.") from None
-    paths = {k: os.path.join(out, f) for k, f in (
-        ("csv", "study.csv"), ("coordinates", "study_coordinates.csv"),
-        ("json", "study.json"), ("png", "study.png"))}
+    paths = {
+        k: os.path.join(out, f)
+        for k, f in (
+            ("csv", "study.csv"),
+            ("coordinates", "study_coordinates.csv"),
+            ("json", "study.json"),
+            ("png", "study.png"),
+        )
+    }
     records = [_record(r, i) for i, r in enumerate(study.results, 1)]
     with open(paths["csv"], "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(records[0]))
@@ -481,7 +507,7 @@ def write_outputs(study: Study, out: str, argv: Sequence[str], plot: bool = True
         "versions": versions(),
         "results": [
             {**rec, "coordinates": {f: r.stats.flat(f) for f in _FIELDS}}
-            for rec, r in zip(records, study.results)
+            for rec, r in zip(records, study.results, strict=True)
         ],
         "skipped": [{"estimator": n, "reason": why} for n, why in study.skipped],
     }
@@ -557,20 +583,37 @@ def plot_study(study: Study, path: str) -> None:
         ax.set_xscale("log")
         ax.set_xlim(lo_lim, hi_lim)
         span = math.log(hi_lim / lo_lim)
-        for yi, v, c, vis in zip(y, values, colors, shown):
+        for yi, v, c, vis in zip(y, values, colors, shown, strict=True):
             if vis:
                 ax.barh(yi, v - lo_lim, left=lo_lim, color=c, height=0.64)
                 label = _fmt(float(v), 3)
                 if math.log(v / lo_lim) / span > 0.3:  # inside the bar
-                    ax.text(v / 1.25, yi, label, va="center", ha="right", fontsize=8,
-                            color="white", fontweight="bold")
+                    ax.text(
+                        v / 1.25,
+                        yi,
+                        label,
+                        va="center",
+                        ha="right",
+                        fontsize=8,
+                        color="white",
+                        fontweight="bold",
+                    )
                 else:
                     ax.text(v * 1.25, yi, label, va="center", fontsize=8)
             elif np.isinf(v):
-                ax.barh(yi, hi_lim - lo_lim, left=lo_lim, color=c, height=0.64, alpha=0.35,
-                        hatch="//", edgecolor="white")
-                ax.text(hi_lim / 1.25, yi, "inf (deterministic)", va="center", ha="right",
-                        fontsize=8)
+                ax.barh(
+                    yi,
+                    hi_lim - lo_lim,
+                    left=lo_lim,
+                    color=c,
+                    height=0.64,
+                    alpha=0.35,
+                    hatch="//",
+                    edgecolor="white",
+                )
+                ax.text(
+                    hi_lim / 1.25, yi, "inf (deterministic)", va="center", ha="right", fontsize=8
+                )
             else:
                 label = "n/a" if np.isnan(v) else "0" if v == 0 else "~0 (round-off)"
                 ax.text(lo_lim * 1.25, yi, label, va="center", fontsize=8, color="#333")
@@ -579,14 +622,17 @@ def plot_study(study: Study, path: str) -> None:
         ax.tick_params(axis="y", length=0)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-    for yi, b2 in zip(y, bias2):
+    for yi, b2 in zip(y, bias2, strict=True):
         if b2 > 0:
             axes[0].plot([b2], [yi], marker="D", color="black", markersize=5, zorder=3)
     axes[0].set_yticks(y, [r.name for r in results])
     handles = [Patch(color=unbiased_c, label="unbiased"), Patch(color=biased_c, label="biased")]
     if has_exact:
-        handles.append(Line2D([], [], marker="D", color="black", lw=0,
-                              label="squared bias (where significant)"))
+        handles.append(
+            Line2D(
+                [], [], marker="D", color="black", lw=0, label="squared bias (where significant)"
+            )
+        )
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=9, frameon=False)
     v = versions()
     fig.suptitle(

@@ -38,11 +38,25 @@ GAUSSIAN_TEST_FUNCTIONS = ("square", "exp", "cos")
 # Chunked, sharded evaluation of many estimates.
 
 
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def _mesh(devices: Sequence[Any] | None, fn: str) -> jax.sharding.Mesh:
     devs = jax.devices() if devices is None else list(devices)
     if not devs:
         raise ValueError(f"{fn}: devices must name at least one device, got an empty list.")
     return jax.sharding.Mesh(np.array(devs), (_AXIS,))
+
+
+def _check_num_keys(num_keys: Any, fn: str, minimum: int, why: str = "") -> int:
+    num_keys = checks.check_num_samples(num_keys, fn, minimum, why)
+    if num_keys >= 2**32:
+        raise ValueError(
+            f"{fn}: num_keys must be below 2**32 (keys are indexed by uint32), got {num_keys}. "
+            f"Run several studies with different keys and merge them."
+        )
+    return num_keys
 
 
 def _check_batch_size(batch_size: Any, fn: str) -> int | None:
@@ -63,9 +77,7 @@ def _chunk_grads(est, key, params, args, first, width):
     return jax.vmap(lambda k: grad_fn(k, params, *args))(keys)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("est", "num_keys", "width", "per_device", "mesh")
-)
+@functools.partial(jax.jit, static_argnames=("est", "num_keys", "width", "per_device", "mesh"))
 def _samples_program(key, params, args, *, est, num_keys, width, per_device, mesh):
     def local(key, params, args):
         base = jax.lax.axis_index(_AXIS).astype(jnp.uint32) * np.uint32(per_device * width)
@@ -86,12 +98,10 @@ def _acc_dtype() -> jnp.dtype:
     return jnp.dtype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("est", "num_keys", "width", "per_device", "mesh")
-)
+@functools.partial(jax.jit, static_argnames=("est", "num_keys", "width", "per_device", "mesh"))
 def _moments_program(key, params, args, start, *, est, num_keys, width, per_device, mesh):
     """Per-chunk (count, mean, centred sum of squares) for ``per_device`` chunks per device."""
-    num_chunks = -(-num_keys // width)
+    num_chunks = _ceil_div(num_keys, width)
     acc = _acc_dtype()
     size = sum(math.prod(jnp.shape(p)) for p in jax.tree.leaves(params))
 
@@ -177,8 +187,8 @@ def grad_samples(
 
     Raises:
       TypeError: if ``key`` is not a key or ``batch_size`` is not an int.
-      ValueError: if ``key`` is a batch of keys, ``num_keys < 1`` or
-        ``batch_size < 1``.
+      ValueError: if ``key`` is a batch of keys, ``num_keys < 1`` (or
+        ``>= 2**32``) or ``batch_size < 1``.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxgrad
@@ -189,16 +199,22 @@ def grad_samples(
       (8,)
     """
     checks.check_key(key, "grad_samples")
-    num_keys = checks.check_num_samples(num_keys, "grad_samples")
+    num_keys = _check_num_keys(num_keys, "grad_samples", 1)
     batch_size = _check_batch_size(batch_size, "grad_samples")
     mesh = _mesh(devices, "grad_samples")
     d = mesh.size
-    width = -(-num_keys // d) if batch_size is None else min(batch_size, num_keys)
+    width = _ceil_div(num_keys, d) if batch_size is None else min(batch_size, num_keys)
     width = max(width, 2)  # XLA compiles a width-1 vmap as scalar code: other rounding
-    per_device = -(-(-(-num_keys // width)) // d)
+    per_device = _ceil_div(_ceil_div(num_keys, width), d)
     return _samples_program(
-        key, params, tuple(args), est=est, num_keys=num_keys, width=width,
-        per_device=per_device, mesh=mesh,
+        key,
+        params,
+        tuple(args),
+        est=est,
+        num_keys=num_keys,
+        width=width,
+        per_device=per_device,
+        mesh=mesh,
     )
 
 
@@ -383,16 +399,16 @@ def grad_stats(
     """
     fn = "grad_stats"
     checks.check_key(key, fn)
-    num_keys = checks.check_num_samples(num_keys, fn, 2, "A variance needs two estimates.")
+    num_keys = _check_num_keys(num_keys, fn, 2, "A variance needs two estimates.")
     batch_size = _check_batch_size(batch_size, fn)
     mesh = _mesh(devices, fn)
     d = mesh.size
     width = _default_width(params, num_keys) if batch_size is None else batch_size
     width = max(min(width, num_keys), 2)
-    num_chunks = -(-num_keys // width)
+    num_chunks = _ceil_div(num_keys, width)
     # About 20 host round trips (for progress and bounded output), each
     # device taking `per_device` chunks per round.
-    per_device = max(1, -(-num_chunks // (20 * d)))
+    per_device = max(1, _ceil_div(num_chunks, 20 * d))
     per_round = per_device * d
     treedef = jax.tree.structure(params)
     shapes = [jnp.shape(p) for p in jax.tree.leaves(params)]
@@ -401,7 +417,9 @@ def grad_stats(
     exact_flat = None
     if exact is not None:
         try:
-            ex = jax.tree.map(lambda p, e: np.broadcast_to(np.asarray(e), jnp.shape(p)), params, exact)
+            ex = jax.tree.map(
+                lambda p, e: np.broadcast_to(np.asarray(e), jnp.shape(p)), params, exact
+            )
         except (ValueError, TypeError) as err:
             raise ValueError(
                 f"{fn}: exact must be a pytree like params (structure {treedef}, leaf shapes "
@@ -410,7 +428,11 @@ def grad_stats(
         exact_flat = GradStats._flat(ex)
 
     run = functools.partial(
-        _moments_program, est=est, num_keys=num_keys, width=width, per_device=per_device,
+        _moments_program,
+        est=est,
+        num_keys=num_keys,
+        width=width,
+        per_device=per_device,
         mesh=mesh,
     )
     args = tuple(args)
@@ -439,8 +461,9 @@ def grad_stats(
     std = np.sqrt(variance)
     absmean = np.abs(mean)
     with np.errstate(divide="ignore", invalid="ignore"):
-        snr = np.where(std > 0, absmean / np.where(std > 0, std, 1.0),
-                       np.where(absmean > 0, np.inf, np.nan))
+        snr = np.where(
+            std > 0, absmean / np.where(std > 0, std, 1.0), np.where(absmean > 0, np.inf, np.nan)
+        )
 
     def unflat(v):
         if v is None:
@@ -538,8 +561,7 @@ def exact_grad(f: Callable[..., Array], params: Any, *args: Any, dist: Any) -> A
 def _check_test_function(function: str, fn: str) -> None:
     if function not in GAUSSIAN_TEST_FUNCTIONS:
         raise ValueError(
-            f"{fn}: function must be one of {', '.join(GAUSSIAN_TEST_FUNCTIONS)}, "
-            f"got {function!r}."
+            f"{fn}: function must be one of {', '.join(GAUSSIAN_TEST_FUNCTIONS)}, got {function!r}."
         )
 
 
@@ -615,9 +637,7 @@ def gaussian_expectation(function: str, loc: Any, scale: Any, *, k: float) -> Ar
     return jnp.sum(e)
 
 
-def gaussian_exact_grad(
-    function: str, loc: Any, scale: Any, *, k: float
-) -> tuple[Array, Array]:
+def gaussian_exact_grad(function: str, loc: Any, scale: Any, *, k: float) -> tuple[Array, Array]:
     r"""Closed-form gradient of :math:`E_{N(\mu, \sigma^2)} f` in :math:`(\mu, \sigma)`.
 
     Differentiating :func:`gaussian_expectation` (with ``a = 1 + 2 k sigma^2``

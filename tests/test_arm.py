@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 import jaxgrad
-from jaxgrad._src import samplers
+from jaxgrad._src.estimators import common
 from jaxgrad.diagnostics import assert_unbiased, grad_samples
 
 NUM_KEYS = 20_000
@@ -116,7 +116,7 @@ def test_power_rejects_straight_through(key):
 def _on_fixed_noise(key, logits, a):
     """ARM and DisARM estimates, and the formulas evaluated on the same uniforms."""
     k_arm, k_disarm = jax.random.clone(key), jax.random.clone(key)
-    u = samplers.uniform_open(key, (1, *logits.shape), jnp.float32)[0]  # what est draws
+    u = common.uniform_noise(key, (1, *logits.shape), jnp.float32)[0]  # what est draws
     p = jax.nn.sigmoid(logits)
     b, b_anti = (u < p).astype(jnp.float32), (1 - u < p).astype(jnp.float32)
     f_b, f_anti = f_nonlinear(b, a), f_nonlinear(b_anti, a)

@@ -55,10 +55,10 @@ _KINKS = [
     (r"``jax\.nn\.relu\(x\)`` at 0\s+0\s", jax.nn.relu, 0.0, 0.0),
     (r"``jnp\.maximum\(x, 0\.\)`` at 0\s+0\.5\s", lambda x: jnp.maximum(x, 0.0), 0.0, 0.5),
     (r"``jnp\.minimum\(x, 0\.\)`` at 0\s+0\.5\s", lambda x: jnp.minimum(x, 0.0), 0.0, 0.5),
-    (r"``jnp\.clip\(x, 0\., 1\.\)`` at 0, 1 0\.5\s", lambda x: jnp.clip(x, 0.0, 1.0), 0.0, 0.5),
-    (r"``jnp\.clip\(x, 0\., 1\.\)`` at 0, 1 0\.5\s", lambda x: jnp.clip(x, 0.0, 1.0), 1.0, 0.5),
+    (r"``jnp\.clip\(x, 0\., 1\.\)`` at 0, 1\s+0\.5\s", lambda x: jnp.clip(x, 0.0, 1.0), 0.0, 0.5),
+    (r"``jnp\.clip\(x, 0\., 1\.\)`` at 0, 1\s+0\.5\s", lambda x: jnp.clip(x, 0.0, 1.0), 1.0, 0.5),
     (r"``jnp\.abs\(x\)`` at 0\s+1\s", jnp.abs, 0.0, 1.0),
-    (r"``jnp\.where\(x > 0, x, 0\.\)``\s+0\s", lambda x: jnp.where(x > 0, x, 0.0), 0.0, 0.0),
+    (r"``jnp\.where\(x > 0, x, 0\.\)`` at 0\s+0\s", lambda x: jnp.where(x > 0, x, 0.0), 0.0, 0.0),
     (r"``jax\.nn\.hard_tanh\(x\)`` at \+-1\s+1\s", jax.nn.hard_tanh, 1.0, 1.0),
     (r"``jax\.nn\.hard_tanh\(x\)`` at \+-1\s+1\s", jax.nn.hard_tanh, -1.0, 1.0),
     (r"``jnp\.sign``, ``jnp\.round``\s+0 everywhere", jnp.sign, 0.0, 0.0),
@@ -163,7 +163,7 @@ def _vjp(name, seed, logits, temperature, cotangent, axis=-1):
 # ----------------------------------------------------------------- hard samples
 
 
-@pytest.mark.parametrize("dtype,axis", [(F32, -1), (BF16, -1), (F64, -1), (F32, 0)])
+@pytest.mark.parametrize("dtype,axis", [(F32, -1), (BF16, -1), (F32, 0)])
 def test_gumbel_softmax_hard_is_exact_one_hot_of_the_same_noise(dtype, axis):
     logits = jnp.asarray([[0.3, -1.0, 2.0, -jnp.inf], [1e4, -1e4, 0.0, 0.5]], dtype)
     if axis == 0:

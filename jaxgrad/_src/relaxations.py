@@ -35,18 +35,18 @@ JAX differentiates each primitive by a fixed rule, and the rules at the kink of
 piecewise-linear functions differ (checked for this JAX version by
 ``tests/test_relaxations.py::test_documented_subgradient_conventions``):
 
-==============================  ==================  =========================
-expression                      derivative at kink  why
-==============================  ==================  =========================
-``jax.nn.relu(x)`` at 0         0                   custom JVP: ``x > 0``
-``jnp.maximum(x, 0.)`` at 0     0.5                 ties split the gradient
-``jnp.minimum(x, 0.)`` at 0     0.5                 ties split the gradient
-``jnp.clip(x, 0., 1.)`` at 0, 1 0.5                 built from max/min
-``jnp.abs(x)`` at 0             1                   ``sign(x)`` with sign(0)->1
-``jnp.where(x > 0, x, 0.)``     0                   branch not taken
-``jax.nn.hard_tanh(x)`` at +-1  1                   ``|x| <= 1`` inclusive
-``jnp.sign``, ``jnp.round``     0 everywhere        piecewise constant
-==============================  ==================  =========================
+================================  ==================  ===========================
+expression                        derivative at kink  why
+================================  ==================  ===========================
+``jax.nn.relu(x)`` at 0           0                   custom JVP, ``x > 0``
+``jnp.maximum(x, 0.)`` at 0       0.5                 ties split the gradient
+``jnp.minimum(x, 0.)`` at 0       0.5                 ties split the gradient
+``jnp.clip(x, 0., 1.)`` at 0, 1   0.5                 built from max and min
+``jnp.abs(x)`` at 0               1                   ``x >= 0`` takes the + side
+``jnp.where(x > 0, x, 0.)`` at 0  0                   the branch not taken
+``jax.nn.hard_tanh(x)`` at +-1    1                   ``|x| <= 1`` inclusive
+``jnp.sign``, ``jnp.round``       0 everywhere        piecewise constant
+================================  ==================  ===========================
 
 jaxgrad's own rules are explicit and do not depend on these:
 
@@ -591,13 +591,18 @@ def _gumbel_rao_bwd(num_samples, res, cotangent):
     c = cotangent.astype(dtype)
     t = temperature.astype(dtype)
 
-    def body(acc, k):
+    def term(k):
         u = samplers.uniform_open(jax.random.fold_in(k_cond, k), logits.shape, dtype)
         y = jnp.exp(_tempered_log_softmax(_conditional_gumbel(u, log_probs, onehot), t))
         # J^T c of softmax(z / t) w.r.t. the logits (noise fixed), without the 1/t.
-        return acc + y * (c - jnp.sum(y * c, axis=-1, keepdims=True)), None
+        return y * (c - jnp.sum(y * c, axis=-1, keepdims=True))
 
-    acc, _ = jax.lax.scan(body, jnp.zeros(logits.shape, dtype), jnp.arange(num_samples))
+    # The first term starts the sum, so the carry has the type (including the
+    # shard_map varying axes) of every term; the rest run one at a time.
+    acc = term(0)
+    if num_samples > 1:
+        step = lambda acc, k: (acc + term(k), None)
+        acc, _ = jax.lax.scan(step, acc, jnp.arange(1, num_samples))
     grad = acc / (num_samples * t)
     return None, grad.astype(logits.dtype), jnp.zeros_like(temperature)
 
@@ -642,8 +647,8 @@ def gumbel_rao(
     with ``K``. Consequences: *forward-mode differentiation* (``jax.jvp``,
     ``jax.jacfwd``, ``jax.hessian``) *is not supported*, and the gradient with
     respect to ``temperature`` is 0 (the forward value does not depend on it).
-    The sample is ``one_hot(jaxgrad.categorical(jax.random.split(key)[0],
-    logits))``.
+    The sample is the one-hot of ``jaxgrad.categorical(jax.random.split(key)[0],
+    logits, axis=axis)``.
 
     Args:
       key: a PRNG key.

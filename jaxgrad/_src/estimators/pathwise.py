@@ -84,8 +84,7 @@ def pathwise(
 
     def est(key: Any, params: Any, *args: Any) -> Array:
         checks.check_key(key, fn)
-        keys = jax.random.split(key, num_samples)
-        xs = jax.vmap(dist.sample, in_axes=(0, None))(keys, params)
+        xs = common.sample_n(dist, key, params, num_samples)
         return jnp.mean(fs(xs, *args))
 
     return est

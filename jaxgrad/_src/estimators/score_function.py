@@ -150,9 +150,8 @@ def _score_function(
 
     def est(key: Any, params: Any, *args: Any) -> Any:
         checks.check_key(key, fn)
-        keys = jax.random.split(key, num_samples)
         frozen = jax.lax.stop_gradient(params)
-        xs = jax.lax.stop_gradient(jax.vmap(dist.sample, in_axes=(0, None))(keys, frozen))
+        xs = jax.lax.stop_gradient(common.sample_n(dist, key, frozen, num_samples))
         values = fs(xs, *args)
         out_dtype = _float_dtype(values)
         f_sg = jax.lax.stop_gradient(values)

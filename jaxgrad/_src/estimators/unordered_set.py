@@ -145,7 +145,9 @@ def _log_complement(idx: Array, log_pi: Array) -> Array:
     earlier = jnp.tril(jnp.ones((k, k), bool), -1)  # earlier[s, t]: t < s
     first = ~jnp.any(same & earlier[None], axis=-1)  # [D, k]: s represents its prefix node
     classes = jnp.moveaxis(idx, 1, 0)  # [D, k]
-    hits = classes[:, None, :, None] == jnp.arange(num_classes)[None, None, None, :]
+    hits = (
+        classes[:, None, :, None] == jnp.arange(num_classes, dtype=idx.dtype)[None, None, None, :]
+    )
     used = jnp.any(same[..., None] & hits, axis=2)  # [D, k(node), K]
     lp_taken = jnp.take_along_axis(log_pi, classes, axis=1)  # [D, k]
     log_prefix = jnp.cumsum(lp_taken, axis=0) - lp_taken  # log p(s[:d]), [D, k]
@@ -175,10 +177,10 @@ def _beam_sample(key: Any, log_pi: Array, k: int) -> tuple[Array, Array]:
     """
     num_vars, num_classes = log_pi.shape
     dtype = log_pi.dtype
-    noise = samplers.gumbel(key, (1 + num_vars * k * num_classes,), dtype)
+    noise = common.gumbel_noise(key, (1 + num_vars * k * num_classes,), dtype)
     g_root, noise = noise[0], noise[1:].reshape(num_vars, k, num_classes)
     neg_inf = jnp.asarray(-jnp.inf, dtype)
-    g0 = jnp.where(jnp.arange(k) == 0, g_root, neg_inf)
+    g0 = jnp.where(jnp.arange(k, dtype=jnp.int32) == 0, g_root, neg_inf)
     phi0 = jnp.zeros((k,), dtype)
     idx0 = jnp.zeros((k, num_vars), jnp.int32)
 
@@ -198,9 +200,35 @@ def _beam_sample(key: Any, log_pi: Array, k: int) -> tuple[Array, Array]:
         idx = idx[rows].at[:, d].set(cols.astype(jnp.int32))
         return (vals, phi_c.reshape(-1)[pos], idx), None
 
-    steps = (jnp.arange(num_vars), log_pi, noise)
+    steps = (jnp.arange(num_vars, dtype=jnp.int32), log_pi, noise)
     (_, log_p, idx), _ = jax.lax.scan(level, (g0, phi0, idx0), steps)
     return idx, log_p
+
+
+def set_estimate(log_pi: Array, idx: Array, log_p: Array, values: Array) -> tuple[Array, Array]:
+    r"""The unordered set estimate for a given set, and the weights of its value estimate.
+
+    Args:
+      log_pi: ``[D, K]`` normalized log-probabilities.
+      idx: ``[k, D]`` the distinct joint outcomes of the set (class indices).
+      log_p: ``[k]`` their joint log-probabilities.
+      values: ``[k]`` the costs ``f(s)``.
+
+    Returns:
+      ``(weights, grad)``: ``weights[s] = p(s) R(S, s)`` (so ``sum(weights *
+      values)`` estimates ``E[f]``) and the gradient estimate ``[D, K]`` with
+      respect to the logits, both in the dtype of ``log_pi``.
+    """
+    num_classes = log_pi.shape[1]
+    log_p0, log_p1, log_p2 = set_log_probs(log_p, _log_complement(idx, log_pi))
+    weights = jnp.exp(log_p + log_p1 - log_p0)  # p(s) R(S, s)
+    f_c = values.astype(log_pi.dtype)
+    ratios2 = jnp.exp(log_p[None, :] + log_p2 - log_p1[:, None])  # p(s') R^{D\s}(S, s')
+    baseline = jnp.sum(ratios2 * f_c[None, :], axis=1)  # [k]
+    xs = jax.nn.one_hot(idx, num_classes, dtype=log_pi.dtype)  # [k, D, K]
+    score = xs - jnp.exp(log_pi)[None]  # grad_l log p(s)
+    coef = weights * (f_c - baseline)
+    return weights, jnp.sum(coef[:, None, None] * score, axis=0)
 
 
 def unordered_set(f: Callable[..., Array], *, num_samples: int) -> Callable[..., Array]:
@@ -315,19 +343,11 @@ def unordered_set(f: Callable[..., Array], *, num_samples: int) -> Callable[...,
         log_pi = jax.nn.log_softmax(l, axis=-1)
 
         idx, log_p = _beam_sample(key, log_pi, k)  # [k, D], [k]
-        xs = jax.nn.one_hot(idx, num_classes, dtype=cdtype)  # [k, D, K]
-        values = fs(xs.astype(dtype).reshape((k, *shape)), *args)
+        xs = jax.nn.one_hot(idx, num_classes, dtype=dtype).reshape((k, *shape))
+        values = fs(xs, *args)
 
-        log_p0, log_p1, log_p2 = set_log_probs(log_p, _log_complement(idx, log_pi))
-        weights = jnp.exp(log_p + log_p1 - log_p0)  # p(s) R(S, s)
+        weights, grad = set_estimate(log_pi, idx, log_p, jax.lax.stop_gradient(values))
         value = jnp.sum(weights.astype(values.dtype) * values)
-
-        f_c = jax.lax.stop_gradient(values).astype(cdtype)
-        ratios2 = jnp.exp(log_p[None, :] + log_p2 - log_p1[:, None])  # p(s') R^{D\s}(S, s')
-        baseline = jnp.sum(ratios2 * f_c[None, :], axis=1)  # [k]
-        score = xs - jnp.exp(log_pi)[None]  # grad_l log p(s), [k, D, K]
-        coef = weights * (f_c - baseline)
-        grad = jnp.sum(coef[:, None, None] * score, axis=0)
         return common.with_gradient(value, common.finite_or_zero(logits), grad.reshape(shape))
 
     return est

@@ -1,0 +1,152 @@
+"""IndeCateR: the formula on fixed noise, exactness for one variable, unbiasedness, errors."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxgrad
+from jaxgrad._src.estimators import common
+from jaxgrad.diagnostics import assert_unbiased, grad_samples
+
+NUM_KEYS = 20_000
+W = jnp.asarray(np.linspace(-1.0, 1.0, 12).reshape(3, 4), jnp.float32)
+
+
+def f_nonlinear(x, a):
+    """Couples the variables: a product term and a non-linearity of the sum."""
+    s = jnp.sum(x * a)
+    return jnp.sin(2.0 * s) + s**2 + jnp.sum(x[0] * x[-1] * a[0])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def exact_grads(f, dist, params, *args):
+    """Gradient of ``sum_x p(x) f(x, *args)`` over the support, w.r.t. params and args."""
+    xs = dist.support(params)
+
+    def expectation(p, *a):
+        logp = jax.vmap(lambda x: dist.log_prob(p, x))(xs)
+        return jnp.sum(jnp.exp(logp) * jax.vmap(lambda x: f(x, *a))(xs))
+
+    return jax.grad(expectation, argnums=tuple(range(1 + len(args))))(params, *args)
+
+
+LOGITS = jnp.asarray([[0.3, -0.8, 1.2, 0.1], [0.0, 0.5, -0.5, 0.2], [1.0, -1.0, 0.0, 0.4]])
+LOGITS = LOGITS.astype(jnp.float32)
+_ONE = jaxgrad.indecater(f_nonlinear)
+_TWO = jaxgrad.indecater(f_nonlinear, num_samples=2)
+ESTIMATORS = {
+    "indecater": lambda key, pa: _ONE(key, pa[0], pa[1]),
+    "indecater-2": lambda key, pa: _TWO(key, pa[0], pa[1]),
+}
+
+
+@pytest.mark.parametrize("name", ["indecater", "indecater-2"])
+def test_unbiased(name, key):
+    samples = grad_samples(ESTIMATORS[name], key, (LOGITS, W), num_keys=NUM_KEYS)
+    assert_unbiased(samples, exact_grads(f_nonlinear, jaxgrad.dists.categorical, LOGITS, W))
+
+
+def test_power_rejects_straight_through(key):
+    def st(key, pa):
+        pi = jax.nn.softmax(pa[0], axis=-1)
+        noise = common.gumbel_noise(key, pa[0].shape, jnp.float32)
+        idx = jnp.argmax(jax.lax.stop_gradient(pa[0]) + noise, axis=-1)
+        x = jax.nn.one_hot(idx, pi.shape[-1], dtype=pi.dtype)
+        return f_nonlinear(x + pi - jax.lax.stop_gradient(pi), pa[1])
+
+    samples = grad_samples(st, key, (LOGITS, W), num_keys=NUM_KEYS)
+    with pytest.raises(AssertionError, match="biased"):
+        assert_unbiased(samples, exact_grads(f_nonlinear, jaxgrad.dists.categorical, LOGITS, W))
+
+
+@jax.jit
+def _on_fixed_noise(key, logits, a):
+    """IndeCateR with two samples and the formula written with explicit loops."""
+    k_est = jax.random.clone(key)
+    n, (d, k) = 2, logits.shape
+    noise = common.gumbel_noise(key, (n, d, k), jnp.float32)  # what est draws
+    idx = jnp.argmax(logits + noise, axis=-1)  # [n, d]
+    pi = jax.nn.softmax(logits, axis=-1)
+    grad = jnp.zeros_like(logits)
+    value = 0.0
+    for s in range(n):
+        for v in range(d):
+            evals = jnp.stack(
+                [
+                    f_nonlinear(jax.nn.one_hot(idx[s].at[v].set(j), k, dtype=jnp.float32), a)
+                    for j in range(k)
+                ]
+            )
+            # sum_j grad pi_v(j) F(j), with d pi_v(j) / d l_v(i) = pi_v(j) (1[i = j] - pi_v(i))
+            grad = grad.at[v].add(pi[v] * (evals - jnp.sum(pi[v] * evals)) / n)
+            value = value + jnp.sum(pi[v] * evals) / (n * d)
+    return (value, grad), jax.value_and_grad(_TWO, argnums=1)(k_est, logits, a)
+
+
+def test_formula_on_fixed_noise(key):
+    for k in jax.random.split(key, 2):
+        (value, grad), (est_value, est_grad) = _on_fixed_noise(k, LOGITS, W)
+        np.testing.assert_allclose(est_value, value, rtol=1e-5)
+        np.testing.assert_allclose(est_grad, grad, rtol=1e-4, atol=1e-6)
+
+
+def test_one_variable_is_exact(key):
+    logits = jnp.asarray([[0.4, -1.0, 2.0, 0.0, 0.3]], jnp.float32)
+    a = jnp.asarray(np.linspace(-1.0, 1.5, 5).reshape(1, 5), jnp.float32)
+    f = lambda x, a: jnp.sin(3 * jnp.sum(x * a)) + jnp.sum(x * a) ** 3
+    est = jaxgrad.indecater(f, num_samples=3)
+    run = jax.jit(jax.vmap(jax.value_and_grad(est, argnums=(1, 2)), in_axes=(0, None, None)))
+    values, (g_l, g_a) = run(jax.random.split(key, 4), logits, a)
+    ex_l, ex_a = exact_grads(f, jaxgrad.dists.categorical, logits, a)
+    for i in range(4):
+        np.testing.assert_allclose(g_l[i], ex_l, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(g_a[i], ex_a, rtol=1e-5, atol=1e-6)
+
+
+def test_f_never_differentiated_in_x(key):
+    @jax.custom_jvp
+    def no_derivative(x):
+        return jnp.sum(x)
+
+    @no_derivative.defjvp
+    def _(primals, tangents):
+        raise AssertionError("f was differentiated with respect to x")
+
+    est = jaxgrad.indecater(lambda x, a: no_derivative(x) * jnp.sum(a))
+    g = jax.jit(jax.grad(est, argnums=(1, 2)))(key, LOGITS, W)
+    assert g[0].shape == LOGITS.shape and g[1].shape == W.shape
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float64])
+def test_dtype_and_masked_classes(dtype, key):
+    logits = jnp.asarray([[1e4, -1e4, 0.0], [0.0, -jnp.inf, 1.0]], dtype)
+
+    def f(x):  # not finite at the masked class: it must get zero weight
+        return jnp.sum(x * jnp.arange(6, dtype=x.dtype).reshape(2, 3)) ** 2 + jnp.log(1 - x[1, 1])
+
+    value, g = jax.jit(jax.value_and_grad(jaxgrad.indecater(f), argnums=1))(key, logits)
+    assert g.dtype == dtype and value.dtype == dtype
+    assert bool(jnp.all(jnp.isfinite(g))) and bool(jnp.isfinite(value))
+    assert float(g[1, 1]) == 0.0
+
+
+def test_errors(key):
+    key, batch_key = jax.random.split(key)
+    with pytest.raises(TypeError, match="indecater: f must be a callable"):
+        jaxgrad.indecater(None)
+    with pytest.raises(ValueError, match="indecater: num_samples must be at least 1"):
+        jaxgrad.indecater(f_nonlinear, num_samples=0)
+    est = jaxgrad.indecater(lambda x: jnp.sum(x))
+    with pytest.raises(ValueError, match=r"indecater: logits must have shape \[\.\.\., K\]"):
+        jax.eval_shape(est, key, jnp.float32(0.0))
+    with pytest.raises(TypeError, match="indecater: logits must have a floating dtype"):
+        jax.eval_shape(est, key, jnp.zeros((2, 3), jnp.int32))
+    with pytest.raises(ValueError, match="indecater accepts a single key"):
+        jax.eval_shape(est, jax.random.split(batch_key, 2), LOGITS)
+    with pytest.raises(ValueError, match="indecater: f must return a scalar"):
+        jax.eval_shape(jaxgrad.indecater(lambda x: x), key, LOGITS)

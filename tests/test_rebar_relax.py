@@ -1,0 +1,330 @@
+"""REBAR and RELAX: formulas on fixed noise, unbiasedness, variance tuning, errors."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxgrad
+from jaxgrad._src.estimators import common
+from jaxgrad.diagnostics import assert_unbiased, grad_samples
+
+NUM_KEYS = 20_000
+
+
+def f_nonlinear(x, a):
+    """Smooth on [0, 1]^D (REBAR evaluates it at relaxed points) and coupling the coins."""
+    s = jnp.sum(x * a)
+    return jnp.sin(2.0 * s) + (s - 0.3) ** 2 + jnp.prod(1.0 + 0.5 * x * a)
+
+
+def cv_net(z, phi, a):
+    """A RELAX control variate: scaled relaxed f plus a learned linear term."""
+    relaxed = jax.nn.sigmoid(z / jnp.exp(phi[1]))
+    return phi[0] * f_nonlinear(relaxed, a) + jnp.sum(phi[2] * jax.nn.sigmoid(z)) + phi[3]
+
+
+PHI = jnp.asarray([0.8, np.log(0.4), 0.3, 0.1], jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def exact_grads(f, dist, params, *args):
+    """Gradient of ``sum_x p(x) f(x, *args)`` over the support, w.r.t. params and args."""
+    xs = dist.support(params)
+
+    def expectation(p, *a):
+        logp = jax.vmap(lambda x: dist.log_prob(p, x))(xs)
+        return jnp.sum(jnp.exp(logp) * jax.vmap(lambda x: f(x, *a))(xs))
+
+    return jax.grad(expectation, argnums=tuple(range(1 + len(args))))(params, *args)
+
+
+def _problem(d):
+    logits = jnp.asarray(np.linspace(-1.2, 1.5, d) if d > 1 else [0.7], jnp.float32)
+    a = jnp.asarray(np.linspace(0.3, 1.1, d), jnp.float32)
+    return logits, a
+
+
+_REBAR = jaxgrad.rebar(f_nonlinear)
+_REBAR_TUNED = jaxgrad.rebar(f_nonlinear, temperature=0.3, eta=0.6, num_samples=2)
+_RELAX = jaxgrad.relax(f_nonlinear, cv_net)
+
+ESTIMATORS = {  # (logits, a) as one pytree, so both gradients are checked
+    "rebar": lambda key, pa: _REBAR(key, pa[0], pa[1]),
+    "rebar-tuned": lambda key, pa: _REBAR_TUNED(key, pa[0], pa[1]),
+    "relax": lambda key, pa: _RELAX(key, pa[0], PHI, pa[1]),
+}
+
+
+# D = 1, 3, 10 between them; one compiled program per case.
+@pytest.mark.parametrize(("name", "d"), [("rebar", 1), ("relax", 3), ("rebar-tuned", 10)])
+def test_unbiased(name, d, key):
+    logits, a = _problem(d)
+    samples = grad_samples(ESTIMATORS[name], key, (logits, a), num_keys=NUM_KEYS)
+    assert_unbiased(samples, exact_grads(f_nonlinear, jaxgrad.dists.bernoulli, logits, a))
+
+
+def test_power_rejects_straight_through(key):
+    logits, a = _problem(3)
+
+    def st(key, pa):
+        p = jax.nn.sigmoid(pa[0])
+        u = jax.random.uniform(key, pa[0].shape, jnp.float32)
+        b = (u < jax.lax.stop_gradient(p)).astype(jnp.float32)
+        return f_nonlinear(b + p - jax.lax.stop_gradient(p), pa[1])
+
+    samples = grad_samples(st, key, (logits, a), num_keys=NUM_KEYS)
+    with pytest.raises(AssertionError, match="biased"):
+        assert_unbiased(samples, exact_grads(f_nonlinear, jaxgrad.dists.bernoulli, logits, a))
+
+
+# ------------------------------------------------------------ fixed noise
+
+
+@jax.jit
+def _rebar_on_fixed_noise(key, logits, a):
+    """REBAR, RELAX with REBAR's control variate, and the formula on the same noise."""
+    k_rebar, k_relax = jax.random.clone(key), jax.random.clone(key)
+    temperature, eta = 0.4, 0.7
+    uv = common.uniform_noise(key, (2, 1, *logits.shape), jnp.float32)  # what est draws
+    u, v = uv[0, 0], uv[1, 0]
+    p = jax.nn.sigmoid(logits)
+    b = (u > 1 - p).astype(jnp.float32)
+
+    def z_of(l):
+        return l + jnp.log(u) - jnp.log1p(-u)
+
+    def z_tilde_of(l):  # the textbook construction: u~ uniform on the event, then logit
+        q = jax.nn.sigmoid(l)
+        u_t = jnp.where(b > 0, (1 - q) + v * q, v * (1 - q))
+        return l + jnp.log(u_t) - jnp.log1p(-u_t)
+
+    def c(z):
+        return eta * f_nonlinear(jax.nn.sigmoid(z / temperature), a)
+
+    score = b - p
+    formula = (
+        (f_nonlinear(b, a) - c(z_tilde_of(logits))) * score
+        + jax.grad(lambda l: c(z_of(l)))(logits)
+        - jax.grad(lambda l: c(z_tilde_of(l)))(logits)
+    )
+    rebar = jaxgrad.rebar(f_nonlinear, temperature=temperature, eta=eta)
+    relax = jaxgrad.relax(
+        f_nonlinear, lambda z, _, a: eta * f_nonlinear(jax.nn.sigmoid(z / 0.4), a)
+    )
+    rebar_out = jax.value_and_grad(rebar, argnums=(1, 2))(k_rebar, logits, a)
+    relax_out = jax.value_and_grad(relax, argnums=1)(k_relax, logits, None, a)
+    args_formula = jax.grad(f_nonlinear, argnums=1)(b, a)
+    sign_ok = jnp.all((z_tilde_of(logits) > 0) == (b > 0))
+    return (f_nonlinear(b, a), formula, args_formula, sign_ok), rebar_out, relax_out
+
+
+def test_formulas_on_fixed_noise(key):
+    logits, a = _problem(5)
+    for k in jax.random.split(key, 3):
+        (value, formula, args_formula, sign_ok), rebar_out, relax_out = _rebar_on_fixed_noise(
+            k, logits, a
+        )
+        assert bool(sign_ok)  # z~ lies on the side of 0 given by b
+        np.testing.assert_allclose(rebar_out[0], value, rtol=1e-6)
+        np.testing.assert_allclose(rebar_out[1][0], formula, rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(rebar_out[1][1], args_formula, rtol=1e-5)  # pathwise in a
+        # RELAX with REBAR's control variate is REBAR.
+        np.testing.assert_allclose(relax_out[0], value, rtol=1e-6)
+        np.testing.assert_allclose(relax_out[1], rebar_out[1][0], rtol=1e-5, atol=1e-6)
+
+
+def test_variance_loss_double_backprop_matches_finite_differences(key):
+    """d/dphi of sum(g^2) through the estimate, against central differences in float64."""
+    logits, a = (x.astype(jnp.float64) for x in _problem(3))
+    phi = PHI.astype(jnp.float64)
+    loss = jaxgrad.variance_loss(_RELAX)
+
+    @jax.jit
+    def run(key, phi):
+        k_grad, k_value = jax.random.clone(key), jax.random.clone(key)
+        grad = jax.grad(lambda p: loss(k_grad, logits, p, a)[0])(phi)
+        eps = 1e-6
+        steps = eps * jnp.eye(phi.size, dtype=phi.dtype)
+        # One key, unbatched under vmap: every perturbed phi sees the same noise.
+        losses = jax.vmap(lambda p: loss(key, logits, p, a)[0])(
+            jnp.concatenate([phi + steps, phi - steps])
+        )
+        fd = (losses[: phi.size] - losses[phi.size :]) / (2 * eps)
+        value, (_, g) = loss(k_value, logits, phi, a)
+        return grad, fd, value, jnp.sum(g**2)
+
+    for k in jax.random.split(key, 2):
+        grad, fd, value, sum_sq = run(k, phi)
+        assert bool(jnp.any(jnp.abs(grad) > 1e-3))
+        np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(value, sum_sq, rtol=1e-12)
+
+
+def test_relax_never_differentiates_f_in_x(key):
+    @jax.custom_jvp
+    def no_derivative(x):
+        return jnp.sum(x)
+
+    @no_derivative.defjvp
+    def _(primals, tangents):
+        raise AssertionError("f was differentiated with respect to x")
+
+    f = lambda x, a: no_derivative(x) * jnp.sum(a)
+    est = jaxgrad.relax(f, lambda z, phi, a: phi * jnp.sum(jax.nn.sigmoid(z) * a))
+    logits, a = _problem(3)
+    g = jax.jit(jax.grad(est, argnums=(1, 2, 3)))(key, logits, jnp.float32(0.5), a)
+    assert g[0].shape == (3,) and g[2].shape == (3,)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float64])
+def test_dtype_and_extreme_logits(dtype, key):
+    logits = jnp.asarray([1e4, -1e4, 0.3, jnp.inf, -jnp.inf], dtype)
+    f = lambda x: jnp.sum((x - 0.3) ** 2) + jnp.prod(x + 0.5)
+
+    @jax.jit
+    def both(key, logits):
+        k1, k2 = jax.random.split(key)
+        relax = jaxgrad.relax(f, lambda z, phi: phi * f(jax.nn.sigmoid(z)))
+        return [
+            jax.value_and_grad(jaxgrad.rebar(f), argnums=1)(k1, logits),
+            jax.value_and_grad(relax, argnums=1)(k2, logits, jnp.asarray(0.5, dtype)),
+        ]
+
+    for value, g in both(key, logits):
+        assert g.dtype == dtype and value.dtype == dtype
+        assert bool(jnp.all(jnp.isfinite(g))) and bool(jnp.isfinite(value))
+        assert float(g[3]) == 0.0 and float(g[4]) == 0.0  # masked coins
+
+
+# ------------------------------------------------------ variance tuning
+
+TOY_T = 0.45
+TOY_LOGITS = jnp.asarray([0.5, -1.0, 1.5], jnp.float32)
+
+
+def toy(b):
+    return jnp.sum((b - TOY_T) ** 2)
+
+
+def rebar_tuned(key, logits, tune):
+    """REBAR with (log temperature, eta) as an argument: one compiled program for all values."""
+    return jaxgrad.rebar(toy, temperature=jnp.exp(tune[0]), eta=tune[1])(key, logits)
+
+
+def _total_variance(est, key, logits, *args, num_keys=10_000):
+    g = grad_samples(est, key, logits, *args, num_keys=num_keys)
+    return float(np.asarray(g, np.float64).var(axis=0).sum())
+
+
+def test_rebar_tuning_lowers_variance(key):
+    opt = optax.adam(0.03)
+    loss = jaxgrad.variance_loss(rebar_tuned)
+
+    @jax.jit
+    def train(tune, key):
+        def step(carry, k):
+            tune, state = carry
+            batch = lambda t: jnp.mean(
+                jax.vmap(lambda kk: loss(kk, TOY_LOGITS, t)[0])(jax.random.split(k, 8))
+            )
+            grad = jax.grad(batch)(tune)
+            updates, state = opt.update(grad, state)
+            return (optax.apply_updates(tune, updates), state), None
+
+        (tune, _), _ = jax.lax.scan(step, (tune, opt.init(tune)), jax.random.split(key, 300))
+        return tune
+
+    train_key, eval_key = jax.random.split(key)
+    tune0 = jnp.asarray([np.log(0.5), 0.2], jnp.float32)
+    with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes int and float
+        tune1 = train(tune0, train_key)
+    # Common random numbers: the same keys before and after.
+    before = _total_variance(rebar_tuned, jax.random.clone(eval_key), TOY_LOGITS, tune0)
+    after = _total_variance(rebar_tuned, eval_key, TOY_LOGITS, tune1)
+    assert after < 0.6 * before, (before, after, tune1)
+
+
+def toy_cv(z, phi):
+    relaxed = jax.nn.sigmoid(z / jnp.exp(phi[1]))
+    return phi[0] * toy(relaxed) + jnp.sum(phi[2:5] * jax.nn.sigmoid(z)) + phi[5]
+
+
+TOY_RELAX = jaxgrad.relax(toy, toy_cv)
+
+
+def test_relax_full_training_step_is_one_jitted_function(key):
+    """Update the logits with the estimate and phi by the variance loss, in one program."""
+    logit_opt, cv_opt = optax.sgd(0.5), optax.adam(0.03)
+    loss = jaxgrad.variance_loss(TOY_RELAX)
+
+    @jax.jit
+    def train(logits, phi, key):
+        def step(carry, k):
+            logits, phi, s_l, s_phi = carry
+            (_, (value, g)), d_phi = jax.value_and_grad(loss, argnums=2, has_aux=True)(
+                k, logits, phi
+            )
+            up_l, s_l = logit_opt.update(g, s_l)
+            up_phi, s_phi = cv_opt.update(d_phi, s_phi)
+            carry = (
+                optax.apply_updates(logits, up_l),
+                optax.apply_updates(phi, up_phi),
+                s_l,
+                s_phi,
+            )
+            return carry, value
+
+        init = (logits, phi, logit_opt.init(logits), cv_opt.init(phi))
+        (logits, phi, _, _), values = jax.lax.scan(step, init, jax.random.split(key, 400))
+        return logits, phi, values
+
+    train_key, eval_key = jax.random.split(key)
+    phi0 = jnp.asarray([0.0, np.log(0.5), 0.0, 0.0, 0.0, 0.0], jnp.float32)  # c = 0: REINFORCE
+    with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes int and float
+        logits1, phi1, values = train(TOY_LOGITS, phi0, train_key)
+    # The logits moved toward the optimum b = 0 (t < 1/2): E f decreased.
+    assert float(jnp.mean(values[-50:])) < float(jnp.mean(values[:50]))
+    assert bool(jnp.all(logits1 < TOY_LOGITS))
+    # At the final logits, the trained control variate has a much smaller variance.
+    before = _total_variance(TOY_RELAX, jax.random.clone(eval_key), logits1, phi0)
+    after = _total_variance(TOY_RELAX, eval_key, logits1, phi1)
+    assert after < 0.5 * before, (before, after, phi1)
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_errors(key):
+    key, batch_key = jax.random.split(key)
+    logits = jnp.zeros(2, jnp.float32)
+    for name, build in [
+        ("rebar", jaxgrad.rebar),
+        ("relax", lambda f, **kw: jaxgrad.relax(f, toy_cv, **kw)),
+    ]:
+        with pytest.raises(TypeError, match=f"{name}: f must be a callable"):
+            build(3.0)
+        with pytest.raises(ValueError, match=f"{name}: num_samples must be at least 1"):
+            build(toy, num_samples=0)
+    with pytest.raises(ValueError, match="rebar: temperature must be positive"):
+        jaxgrad.rebar(toy, temperature=0.0)
+    with pytest.raises(TypeError, match="relax: control_variate must be a callable"):
+        jaxgrad.relax(toy, None)
+    with pytest.raises(TypeError, match="variance_loss: est must be an estimator"):
+        jaxgrad.variance_loss("rebar")
+
+    rebar, relax = jaxgrad.rebar(toy), jaxgrad.relax(toy, toy_cv)
+    phi = jnp.zeros(6, jnp.float32)
+    with pytest.raises(TypeError, match="rebar: logits must have a floating dtype"):
+        jax.eval_shape(rebar, key, jnp.zeros(2, jnp.int32))
+    with pytest.raises(ValueError, match="relax accepts a single key"):
+        jax.eval_shape(relax, jax.random.split(batch_key, 2), logits, phi)
+    with pytest.raises(ValueError, match="rebar: f must return a scalar"):
+        jax.eval_shape(jaxgrad.rebar(lambda x: x), key, logits)
+    with pytest.raises(ValueError, match="relax: control_variate must return a scalar"):
+        jax.eval_shape(jaxgrad.relax(toy, lambda z, phi: z * phi), key, logits, 1.0)
