@@ -25,7 +25,9 @@ def test_notebook_runs(path, tmp_path):
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, f"{path.name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, (
+        f"{path.name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    )
 
 
 def test_there_are_notebooks():

@@ -38,15 +38,16 @@ def f_cat(x, w):
 
 
 def f_normal(x, c):
-    """``c0 sum x^2 + c1 sum cos x``: closed-form gradients (Mohamed et al. sec. 3)."""
-    return c[0] * jnp.sum(x * x) + c[1] * jnp.sum(jnp.cos(x))
+    """Coordinates 0, 1: ``c0 x^2``; coordinates 2, 3: ``c1 cos x`` (one closed form each)."""
+    return c[0] * jnp.sum(x[:2] ** 2) + c[1] * jnp.sum(jnp.cos(x[2:]))
 
 
 BERN_LOGITS = jnp.asarray(np.linspace(-1.5, 1.2, 10), F32)
 BERN_W = jnp.asarray(np.linspace(0.5, -0.4, 10), F32)
 CAT_LOGITS = jnp.asarray(np.linspace(-1.0, 1.0, 12).reshape(3, 4) ** 2, F32)
 CAT_W = jnp.asarray(np.linspace(-0.8, 0.9, 12).reshape(3, 4), F32)
-NORMAL_PARAMS = (jnp.asarray([0.3, -0.7, 1.1], F32), jnp.asarray([0.8, 1.2, 0.5], F32))
+NORMAL_PARAMS = (jnp.asarray([0.3, -0.7, 1.1, -0.4], F32), jnp.asarray([0.8, 1.2, 0.5, 1.5], F32))
+NORMAL_C = jnp.asarray([0.7, 1.3], F32)
 
 PROBLEMS = {
     "bernoulli": (BERN, f_bern, BERN_LOGITS, BERN_W),
@@ -66,9 +67,23 @@ def joint(est):
 
 
 def normal_exact(params, c):
-    sq = gaussian_exact_grad("square", *params, k=0.0)
-    cos = gaussian_exact_grad("cos", *params, k=1.0)
-    return tuple(c[0] * a + c[1] * b for a, b in zip(sq, cos, strict=True))
+    """Exact gradients of ``E f_normal`` in ``((loc, scale), c)``, in closed form.
+
+    d/dmu E[x^2] = 2 mu, d/dsigma E[x^2] = 2 sigma;
+    d/dmu E[cos x] = -sin(mu) exp(-sigma^2/2), d/dsigma E[cos x] = -sigma cos(mu) exp(-sigma^2/2).
+    """
+    loc, scale = (np.asarray(p, np.float64) for p in params)
+    c0, c1 = np.asarray(c, np.float64)
+    damp = np.exp(-0.5 * scale[2:] ** 2)
+    g_loc = np.concatenate([c0 * 2 * loc[:2], -c1 * np.sin(loc[2:]) * damp])
+    g_scale = np.concatenate([c0 * 2 * scale[:2], -c1 * scale[2:] * np.cos(loc[2:]) * damp])
+    g_c = np.array([np.sum(loc[:2] ** 2 + scale[:2] ** 2), np.sum(np.cos(loc[2:]) * damp)])
+    # The same values from the library's closed forms (an independent transcription).
+    sq = gaussian_exact_grad("square", loc[:2], scale[:2], k=0.0)
+    cos = gaussian_exact_grad("cos", loc[2:], scale[2:], k=1.0)
+    np.testing.assert_allclose(g_loc, np.concatenate([c0 * sq[0], c1 * cos[0]]), rtol=1e-6)
+    np.testing.assert_allclose(g_scale, np.concatenate([c0 * sq[1], c1 * cos[1]]), rtol=1e-6)
+    return (g_loc, g_scale), g_c
 
 
 # Every baseline option: (baseline, normalize, num_samples).
@@ -100,9 +115,6 @@ def scale_of(option):
 # summed, so the gradient with respect to copy ``k`` is estimator ``k``'s estimate
 # (each on its own key). One compile instead of 25 keeps the file fast.
 
-C_SQUARE, C_COS = jnp.asarray([1.0, 0.0], F32), jnp.asarray([0.0, 1.0], F32)
-
-
 def _straight_through(f):
     st = getattr(jaxgrad, "straight_through_bernoulli", None)
     if st is None:  # a local ST rule: forward the sample, backward sigmoid(l)
@@ -119,11 +131,8 @@ def _entries():
     for option in OPTIONS:
         for problem, (dist, f, params, w) in PROBLEMS.items():
             out[f"{problem}/{option}"] = (joint(build(f, dist, option)), (params, w))
-        for fname, c in (("square", C_SQUARE), ("cos", C_COS)):
-            est = build(f_normal, NORMAL, option)
-            out[f"normal-{fname}/{option}"] = (
-                functools.partial(lambda est, c, k, p: est(k, p, c), est, c), NORMAL_PARAMS
-            )
+        out[f"normal/{option}"] = (joint(build(f_normal, NORMAL, option)),
+                                   (NORMAL_PARAMS, NORMAL_C))
     out["bernoulli/straight-through"] = (_straight_through(f_bern), (BERN_LOGITS, BERN_W))
     return out
 
@@ -153,14 +162,10 @@ def test_unbiased_discrete(problem, option):
 
 
 @pytest.mark.parametrize("option", sorted(OPTIONS))
-@pytest.mark.parametrize("fname", ["square", "cos"])
-def test_unbiased_gaussian_closed_forms(fname, option):
-    # d/dmu E[x^2] = 2 mu, d/dsigma = 2 sigma;
-    # d/dmu E[cos x] = -sin(mu) exp(-sigma^2/2), d/dsigma = -sigma cos(mu) exp(-sigma^2/2).
-    g_loc, g_scale = study()[f"normal-{fname}/{option}"]
-    c = C_SQUARE if fname == "square" else C_COS
+def test_unbiased_gaussian_closed_forms(option):
+    (g_loc, g_scale), g_c = study()[f"normal/{option}"]
     s = scale_of(option)
-    assert_unbiased((g_loc * s, g_scale * s), normal_exact(NORMAL_PARAMS, c))
+    assert_unbiased(((g_loc * s, g_scale * s), g_c), normal_exact(NORMAL_PARAMS, NORMAL_C))
 
 
 def test_power_rejects_straight_through():
@@ -173,20 +178,42 @@ def test_power_rejects_straight_through():
 
 
 def _manual_samples(key, logits, n):
-    keys = jax.random.split(key, n)
-    return jax.vmap(BERN.sample, in_axes=(0, None))(keys, logits)
+    """The estimator's samples: ``n`` joint draws are one draw of broadcast logits."""
+    return BERN.sample(key, jnp.broadcast_to(logits, (n, *logits.shape)))
+
+
+FORMULA_KEYS = lambda: jax.random.split(jax.random.key(3), len(OPTIONS))  # noqa: E731
+
+
+@functools.cache
+def formulas():
+    """For every option, on one key each: value, d/dlogits, d/dw, and d/dw via a closure."""
+
+    @jax.jit
+    def run(keys, keys_again, w):
+        out = {}
+        for i, option in enumerate(sorted(OPTIONS)):
+            est = build(f_bern, BERN, option)
+            value, (g_logits, g_w) = jax.value_and_grad(est, argnums=(1, 2))(
+                keys[i], BERN_LOGITS, w)
+
+            def through_closure(w, option=option, key=keys_again[i]):
+                return build(lambda b: f_bern(b, w), BERN, option)(key, BERN_LOGITS)
+
+            out[option] = value, g_logits, g_w, jax.grad(through_closure)(w)
+        return out
+
+    return run(FORMULA_KEYS(), FORMULA_KEYS(), BERN_W)
 
 
 @pytest.mark.parametrize("option", sorted(OPTIONS))
 def test_value_and_gradient_formula(option):
     baseline, normalize, n = OPTIONS[option]
-    logits = BERN_LOGITS
-    est = build(f_bern, BERN, option)
-    value, grad = jax.value_and_grad(est, argnums=1)(jax.random.key(3), logits, BERN_W)
-
-    xs = np.asarray(_manual_samples(jax.random.key(3), logits, n), np.float64)
+    value, grad, _, _ = formulas()[option]
+    key = FORMULA_KEYS()[sorted(OPTIONS).index(option)]
+    xs = np.asarray(_manual_samples(key, BERN_LOGITS, n), np.float64)
     f = np.asarray(jax.vmap(f_bern, in_axes=(0, None))(jnp.asarray(xs, F32), BERN_W), np.float64)
-    score = xs - 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))  # [n, D]
+    score = xs - 1.0 / (1.0 + np.exp(-np.asarray(BERN_LOGITS, np.float64)))  # [n, D]
     if baseline is None:
         b = np.zeros((n, 1))
     elif isinstance(baseline, str) and baseline == "loo":
@@ -204,6 +231,16 @@ def test_value_and_gradient_formula(option):
     np.testing.assert_allclose(np.asarray(grad), expected, rtol=2e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_args_and_closures_are_pathwise_on_the_same_samples(option):
+    _, _, g_w, g_closure = formulas()[option]
+    key = FORMULA_KEYS()[sorted(OPTIONS).index(option)]
+    xs = _manual_samples(key, BERN_LOGITS, OPTIONS[option][2])
+    pathwise = jax.grad(lambda w: jnp.mean(jax.vmap(f_bern, in_axes=(0, None))(xs, w)))(BERN_W)
+    np.testing.assert_allclose(g_w, pathwise, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g_closure, pathwise, rtol=1e-5, atol=1e-6)
+
+
 def test_never_differentiates_f():
     @jax.custom_jvp
     def f(x):
@@ -213,33 +250,20 @@ def test_never_differentiates_f():
     def _f_jvp(primals, tangents):
         raise AssertionError("the score-function estimator differentiated f")
 
-    for option in OPTIONS:
-        for dist, params in ((BERN, BERN_LOGITS), (NORMAL, NORMAL_PARAMS)):
-            g = jax.grad(build(f, dist, option), argnums=1)(jax.random.key(4), params)
-            assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(g))
-    h = jax.hessian(build(f, BERN, "loo"), argnums=1)(jax.random.key(5), BERN_LOGITS)
-    assert h.shape == (10, 10)
+    @jax.jit
+    def everything(key):
+        keys = jax.random.split(key, 2 * len(OPTIONS) + 1)
+        grads = [
+            jax.grad(build(f, dist, option), argnums=1)(keys[2 * i + j], params)
+            for i, option in enumerate(OPTIONS)
+            for j, (dist, params) in enumerate(((BERN, BERN_LOGITS), (NORMAL, NORMAL_PARAMS)))
+        ]
+        hessian = jax.hessian(build(f, BERN, "loo"), argnums=1)(keys[-1], BERN_LOGITS)
+        return grads, hessian
 
-
-@pytest.mark.parametrize("option", ["none", "loo", "optimal"])
-def test_args_and_closures_are_pathwise_on_the_same_samples(option):
-    baseline, normalize, n = OPTIONS[option]
-    key = lambda: jax.random.key(6)  # the same seed gives the same samples
-    w = BERN_W
-
-    # Gradient in f's own argument.
-    est = build(f_bern, BERN, option)
-    g_w = jax.grad(est, argnums=2)(key(), BERN_LOGITS, w)
-    xs = _manual_samples(key(), BERN_LOGITS, n)
-    pathwise = jax.grad(lambda w: jnp.mean(jax.vmap(f_bern, in_axes=(0, None))(xs, w)))(w)
-    np.testing.assert_allclose(g_w, pathwise, rtol=1e-5, atol=1e-6)
-
-    # The same parameters reached through a closure.
-    def through_closure(w):
-        est = build(lambda b: f_bern(b, w), BERN, option)
-        return est(key(), BERN_LOGITS)
-
-    np.testing.assert_allclose(jax.grad(through_closure)(w), pathwise, rtol=1e-5, atol=1e-6)
+    grads, hessian = everything(jax.random.key(4))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(grads))
+    assert hessian.shape == (10, 10)
 
 
 def test_mixed_second_derivative_is_the_pathwise_score_product():
@@ -283,28 +307,35 @@ def test_return_f_values(option):
         assert aux.baseline.shape == (n,)
 
 
-def test_extreme_and_masked_logits_stay_finite():
+def test_extreme_masked_and_bfloat16_logits():
     logits = jnp.asarray([1e4, -1e4, -jnp.inf, jnp.inf, 0.3], F32)
-    f = lambda b: jnp.sum((b - 0.3) ** 2)
-    for option in OPTIONS:
-        g = jax.grad(build(f, BERN, option), argnums=1)(jax.random.key(9), logits)
-        assert bool(jnp.all(jnp.isfinite(g))), option
-        np.testing.assert_array_equal(g[2:4], 0.0)
     cat_logits = jnp.asarray([[0.0, -jnp.inf, 1e4], [0.5, -jnp.inf, -0.5]], F32)
+    bf16_logits = jnp.asarray([0.3, -0.2, 1.0], jnp.bfloat16)
+    f = lambda b: jnp.sum((b - 0.3) ** 2)
     fc = lambda x: jnp.sum(x * jnp.arange(3.0, dtype=F32)) ** 2
+
+    @jax.jit
+    def everything(key):
+        keys = jax.random.split(key, 3 * len(OPTIONS))
+        out = {}
+        for i, option in enumerate(OPTIONS):
+            out["bernoulli", option] = jax.grad(build(f, BERN, option), argnums=1)(
+                keys[3 * i], logits)
+            out["categorical", option] = jax.grad(build(fc, CAT, option), argnums=1)(
+                keys[3 * i + 1], cat_logits)
+            out["bf16", option] = jax.value_and_grad(build(f, BERN, option), argnums=1)(
+                keys[3 * i + 2], bf16_logits)
+        return out
+
+    out = everything(jax.random.key(9))
     for option in OPTIONS:
-        g = jax.grad(build(fc, CAT, option), argnums=1)(jax.random.key(10), cat_logits)
+        g = out["bernoulli", option]
         assert bool(jnp.all(jnp.isfinite(g))), option
-
-
-def test_bfloat16_in_bfloat16_out():
-    logits = jnp.asarray([0.3, -0.2, 1.0], jnp.bfloat16)
-    f = lambda b: jnp.sum((b - 0.45) ** 2)
-    for option in ("none", "loo", "optimal"):
-        est = build(f, BERN, option)
-        value, g = jax.value_and_grad(est, argnums=1)(jax.random.key(13), logits)
-        assert value.dtype == jnp.bfloat16 and g.dtype == jnp.bfloat16
-        assert bool(jnp.all(jnp.isfinite(g.astype(F32))))
+        np.testing.assert_array_equal(g[2:4], 0.0)  # masked / certain coins: no gradient
+        assert bool(jnp.all(jnp.isfinite(out["categorical", option]))), option
+        value, g = out["bf16", option]
+        assert value.dtype == jnp.bfloat16 and g.dtype == jnp.bfloat16, option
+        assert bool(jnp.all(jnp.isfinite(g.astype(F32)))), option
 
 
 def test_transformations_jit_vmap_legacy_keys():

