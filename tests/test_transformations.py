@@ -41,7 +41,9 @@ def _index_value(fn):
 
     def g(key, logits):
         idx = fn(key, logits)
-        return jnp.take_along_axis(logits, idx[..., None], axis=-1)[..., 0]
+        # A one-hot product rather than a gather: under shard_map, JAX 0.10 sums
+        # the gather's cotangent for a replicated operand over the mesh axis.
+        return jnp.sum(jax.nn.one_hot(idx, logits.shape[-1], dtype=logits.dtype) * logits, -1)
 
     return g
 
@@ -95,6 +97,21 @@ def _keys(n, legacy=False):
 def _clone(key):
     """A copy of ``key`` that may be consumed again (deliberate reuse in comparisons)."""
     return jax.random.clone(key) if jaxgrad._src.checks.is_typed_key(key) else key
+
+
+def _per_device(fn):
+    """``vmap(fn)`` over a device's keys, with replicated parameters marked varying.
+
+    Inside ``shard_map``, a gradient with respect to a replicated (device-
+    invariant) value is summed over the mesh axis; per-key gradients of
+    replicated parameters need the parameters cast to varying first.
+    """
+
+    def body(keys, *rest):
+        rest = jax.lax.pcast(rest, ("d",), to="varying")
+        return jax.vmap(fn, in_axes=(0,) + (None,) * len(rest))(keys, *rest)
+
+    return body
 
 
 def _mesh():
@@ -158,7 +175,7 @@ def test_sampler_vmap_shard_map_pmap(name):
     # shard_map: each of 8 devices handles one key; equals the vmapped result.
     sharded = jax.jit(
         jax.shard_map(
-            jax.vmap(value_and_grad, in_axes=(0, None)),
+            _per_device(value_and_grad),
             mesh=_mesh(),
             in_specs=(P("d"), P()),
             out_specs=P("d"),
@@ -290,7 +307,7 @@ def test_estimator_transformations(name, variable):
     # shard_map over 8 devices equals the vmapped result.
     sharded = jax.jit(
         jax.shard_map(
-            jax.vmap(grads, in_axes=(0, None, None)),
+            _per_device(grads),
             mesh=_mesh(),
             in_specs=(P("d"), P(), P()),
             out_specs=P("d"),
