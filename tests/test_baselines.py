@@ -156,8 +156,9 @@ def test_jitted_training_step_updates_ema_from_returned_f_values():
 
     @jax.jit
     def step(key, logits, state, t):
-        est = jaxgrad.score_function(f, dist=BERN, num_samples=3, baseline=state.value,
-                                     return_f_values=True)
+        est = jaxgrad.score_function(
+            f, dist=BERN, num_samples=3, baseline=state.value, return_f_values=True
+        )
         grad, aux = jax.grad(est, argnums=1, has_aux=True)(key, logits, t)
         return logits - 0.5 * grad, ema.update(aux.f_values, state), aux
 
@@ -251,8 +252,15 @@ def toy_samples(t):
     """1e6 gradient estimates of every variant at p = 1/2 (logit 0)."""
     logits = {n: jnp.zeros(1, F32) for n in TOY_VARIANTS}
     mean_f = jnp.asarray(0.5 * (1 - t) ** 2 + 0.5 * t**2, F32)
-    return grad_samples(_toy_study, jax.random.key(5), logits, jnp.asarray(t, F32), mean_f,
-                        num_keys=TOY_KEYS, batch_size=125_000)
+    return grad_samples(
+        _toy_study,
+        jax.random.key(5),
+        logits,
+        jnp.asarray(t, F32),
+        mean_f,
+        num_keys=TOY_KEYS,
+        batch_size=125_000,
+    )
 
 
 @pytest.mark.parametrize("t", [0.45, 0.499])
@@ -270,6 +278,43 @@ def test_every_baseline_reduces_variance_with_common_random_numbers(t):
         assert var[name] < 0.5 * var["none-2"], (name, var)
     for name, (baseline, n) in TOY_VARIANTS.items():  # every row against enumeration
         mean, exact = exact_variance(baseline, n, 0.5, t)
-        np.testing.assert_allclose(samples[name].mean(), mean, atol=5 * np.sqrt(exact / TOY_KEYS)
-                                   + 1e-7)
+        np.testing.assert_allclose(
+            samples[name].mean(), mean, atol=5 * np.sqrt(exact / TOY_KEYS) + 1e-7
+        )
         np.testing.assert_allclose(var[name], exact, rtol=0.02, atol=1e-9)
+
+
+def test_jitted_step_with_learned_baseline_and_normalizer():
+    """NVIL's recipe: a learned baseline trained by ``loss`` and variance normalization."""
+    f = lambda b: 10.0 * jnp.sum((b - 0.3) ** 2)
+    norm = jaxgrad.baselines.normalizer(decay=0.9)
+    logits = jnp.asarray([0.5, -0.5, 0.0], F32)
+
+    @jax.jit
+    def step(key, phi, state):
+        est = jaxgrad.score_function(
+            f, dist=BERN, num_samples=8, baseline=phi, normalize=state.scale, return_f_values=True
+        )
+        grad, aux = jax.grad(est, argnums=1, has_aux=True)(key, logits)
+        g_phi = jax.grad(jaxgrad.baselines.loss, argnums=1)(aux.f_values, phi)
+        return grad, phi - 0.1 * g_phi, norm.update(aux.f_values - aux.baseline, state), aux
+
+    phi, state = jnp.asarray(0.0, F32), norm.init()
+    signals = []
+    for key in jax.random.split(jax.random.key(3), 40):
+        scale = float(state.scale)
+        grad, phi, state, aux = step(key, phi, state)
+        signals.append(np.asarray(aux.f_values - aux.baseline))
+        # The gradient is the unnormalized estimate divided by the scale of that step.
+        s = np.asarray(aux.samples) - np.asarray(jax.nn.sigmoid(logits))
+        expected = np.mean((np.asarray(aux.f_values) - np.asarray(aux.baseline))[:, None] * s, 0)
+        np.testing.assert_allclose(grad, expected / scale, rtol=1e-4, atol=1e-6)
+    # The learned baseline converges to E[f] (trained on f values only) ...
+    p = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
+    mean_f = 10.0 * np.sum(p * 0.7**2 + (1 - p) * 0.3**2)
+    assert abs(float(phi) - mean_f) < 0.1 * mean_f
+    # ... and the scale tracks the spread of the centered signal, never below 1.
+    assert float(state.scale) > 1.0
+    m1 = _np_ema(signals, 0.9, True)[-1]
+    m2 = _np_ema([x * x for x in signals], 0.9, True)[-1]
+    np.testing.assert_allclose(float(state.scale), np.sqrt(m2 - m1 * m1), rtol=1e-3)

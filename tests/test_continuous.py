@@ -66,8 +66,9 @@ def exact_normal(loc, scale, c):
 def exact_product(loc, scale, c):
     """E = c0 mu0 mu1 + c1 (mu2^2 + sigma2^2) mu3."""
     m, s, c = (np.asarray(a, np.float64) for a in (loc, scale, c))
-    g_loc = np.array([c[0] * m[1], c[0] * m[0], c[1] * 2 * m[2] * m[3],
-                      c[1] * (m[2] ** 2 + s[2] ** 2)])
+    g_loc = np.array(
+        [c[0] * m[1], c[0] * m[0], c[1] * 2 * m[2] * m[3], c[1] * (m[2] ** 2 + s[2] ** 2)]
+    )
     g_scale = np.array([0.0, 0.0, c[1] * 2 * s[2] * m[3], 0.0])
     g_c = np.array([m[0] * m[1], (m[2] ** 2 + s[2] ** 2) * m[3]])
     return (g_loc, g_scale), g_c
@@ -81,8 +82,11 @@ def exact_step(loc, scale, c):
     return (c[0] * pdf / s, -c[0] * m * pdf / s**2), g_c
 
 
-FUNCTIONS = {"normal": (f_normal, exact_normal), "product": (f_product, exact_product),
-             "step": (f_step, exact_step)}
+FUNCTIONS = {
+    "normal": (f_normal, exact_normal),
+    "product": (f_product, exact_product),
+    "step": (f_step, exact_step),
+}
 
 
 def joint(est):
@@ -175,16 +179,18 @@ def _np_measure_valued(f, loc, scale, noise):
 
 def test_measure_valued_formula_on_the_same_noise():
     s, d = 3, 4
-    est = jaxgrad.measure_valued(lambda x, c: f_product(x, c) + jnp.sin(x[0] * x[3]),
-                                 num_samples=s)
+    est = jaxgrad.measure_valued(lambda x, c: f_product(x, c) + jnp.sin(x[0] * x[3]), num_samples=s)
     value, (g_loc, g_scale) = jax.jit(jax.value_and_grad(est, argnums=1))(
-        jax.random.key(40), (LOC, SCALE), C)
-    noise = np.asarray(jax.random.normal(jax.random.key(40), (3 * s * d,), F32),
-                       np.float64).reshape(3, s, d)
+        jax.random.key(40), (LOC, SCALE), C
+    )
+    noise = np.asarray(
+        jax.random.normal(jax.random.key(40), (3 * s * d,), F32), np.float64
+    ).reshape(3, s, d)
     c = np.asarray(C, np.float64)
     f_np = lambda x: c[0] * x[0] * x[1] + c[1] * x[2] ** 2 * x[3] + np.sin(x[0] * x[3])
-    v, gl, gs = _np_measure_valued(f_np, np.asarray(LOC, np.float64),
-                                   np.asarray(SCALE, np.float64), noise)
+    v, gl, gs = _np_measure_valued(
+        f_np, np.asarray(LOC, np.float64), np.asarray(SCALE, np.float64), noise
+    )
     np.testing.assert_allclose(value, v, rtol=1e-5)
     np.testing.assert_allclose(g_loc, gl, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(g_scale, gs, rtol=1e-4, atol=1e-5)
@@ -194,7 +200,8 @@ def test_pathwise_formula_and_args_on_the_same_noise():
     n = 3
     est = jaxgrad.pathwise(f_normal, dist=NORMAL, num_samples=n)
     value, (g_params, g_c) = jax.jit(jax.value_and_grad(est, argnums=(1, 2)))(
-        jax.random.key(41), (LOC, SCALE), C)
+        jax.random.key(41), (LOC, SCALE), C
+    )
     eps = jax.random.normal(jax.random.key(41), (n * 4,), F32).reshape(n, 4)
     x = LOC + SCALE * eps
     np.testing.assert_allclose(value, jnp.mean(jax.vmap(f_normal, (0, None))(x, C)), rtol=1e-6)
@@ -212,8 +219,12 @@ def test_measure_valued_args_and_closures_are_pathwise_on_the_base_samples():
         return jaxgrad.measure_valued(lambda x: f_normal(x, c), num_samples=s)(key, (LOC, SCALE))
 
     est = jaxgrad.measure_valued(f_normal, num_samples=s)
-    run = jax.jit(lambda k1, k2: (jax.grad(est, argnums=2)(k1, (LOC, SCALE), C),
-                                  jax.grad(through_closure)(C, k2)))
+    run = jax.jit(
+        lambda k1, k2: (
+            jax.grad(est, argnums=2)(k1, (LOC, SCALE), C),
+            jax.grad(through_closure)(C, k2),
+        )
+    )
     g_c, g_closure = run(jax.random.key(42), jax.random.key(42))
     n = jax.random.normal(jax.random.key(42), (3 * s * d,), F32).reshape(3, s, d)[0]
     base = LOC + SCALE * n
@@ -234,7 +245,8 @@ def test_measure_valued_never_differentiates_f_and_keeps_dtype():
     loc = jnp.asarray([[0.1, 0.2], [0.3, 0.4]], jnp.bfloat16)  # any shape; bfloat16 in, out
     scale = jnp.asarray(0.5, jnp.bfloat16)
     value, (g_loc, g_scale) = jax.jit(jax.value_and_grad(jaxgrad.measure_valued(f), argnums=1))(
-        jax.random.key(43), (loc, scale))
+        jax.random.key(43), (loc, scale)
+    )
     assert value.dtype == jnp.bfloat16
     assert g_loc.dtype == jnp.bfloat16 and g_loc.shape == (2, 2)
     assert g_scale.dtype == jnp.bfloat16 and g_scale.shape == ()

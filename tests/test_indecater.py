@@ -122,7 +122,7 @@ def test_f_never_differentiated_in_x(key):
     assert g[0].shape == LOGITS.shape and g[1].shape == W.shape
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float64])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16])
 def test_dtype_and_masked_classes(dtype, key):
     logits = jnp.asarray([[1e4, -1e4, 0.0], [0.0, -jnp.inf, 1.0]], dtype)
 

@@ -182,7 +182,7 @@ def test_relax_never_differentiates_f_in_x(key):
     assert g[0].shape == (3,) and g[2].shape == (3,)
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float64])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16])
 def test_dtype_and_extreme_logits(dtype, key):
     logits = jnp.asarray([1e4, -1e4, 0.3, jnp.inf, -jnp.inf], dtype)
     f = lambda x: jnp.sum((x - 0.3) ** 2) + jnp.prod(x + 0.5)

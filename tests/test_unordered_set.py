@@ -74,6 +74,11 @@ def _sequence_prob(probs, seq):
 # ------------------------------------------------------ set probabilities
 
 
+@jax.jit
+def _all_sets(idx, log_p, log_pi):
+    return jax.vmap(lambda i, lp: us.set_log_probs(lp, us._log_complement(i, log_pi)))(idx, log_p)
+
+
 @pytest.mark.parametrize("scale", [0.5, 3.0, 8.0])
 def test_set_probabilities_match_plackett_luce(scale, rng):
     num_classes, k = 6, 3
@@ -84,13 +89,7 @@ def test_set_probabilities_match_plackett_luce(scale, rng):
     idx = jnp.asarray([[[outcomes[s][0]] for s in sorted(S)] for S in sets])  # [n, k, 1]
     log_p = jnp.log(jnp.asarray([[probs[s] for s in sorted(S)] for S in sets]))
 
-    @jax.jit
-    def all_sets(idx, log_p):
-        return jax.vmap(lambda i, lp: us.set_log_probs(lp, us._log_complement(i, log_pi)))(
-            idx, log_p
-        )
-
-    log_p0, log_p1, _ = all_sets(idx, log_p)
+    log_p0, log_p1, _ = _all_sets(idx, log_p, log_pi)
     np.testing.assert_allclose(np.exp(log_p0), [exact[S] for S in sets], rtol=1e-9)
     assert abs(float(jnp.sum(jnp.exp(log_p0))) - 1.0) < 1e-9
     # Leave-one-out: the probability of S \ {s} under the distribution without s.
@@ -119,13 +118,13 @@ def test_set_probabilities_extreme_and_float32():
     lp0, _, _ = _set_log_probs(jnp.asarray([[0], [1]], jnp.int32), log_pi)
     rest = np.logaddexp.reduce(np.asarray(log_pi[0, 2:], np.float64))
     expected = float(log_pi[0, 1]) - np.logaddexp(float(log_pi[0, 1]), rest)
-    np.testing.assert_allclose(float(lp0), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(lp0), expected, atol=1e-6)  # log p(S), float32
 
 
 # ------------------------------------------------- exact expectation
 
 
-@pytest.mark.parametrize(("shape", "k"), [((4,), 2), ((4,), 3), ((2, 3), 2), ((2, 3), 4)])
+@pytest.mark.parametrize(("shape", "k"), [((4,), 2), ((2, 3), 3)])
 def test_expectation_over_all_ordered_samples_is_exact(shape, k, rng):
     logits = jnp.asarray(rng.normal(size=shape))
     a = jnp.asarray(rng.normal(size=shape))
@@ -219,7 +218,7 @@ def test_power_rejects_straight_through(key):
         assert_unbiased(samples, exact_grads(f_nonlinear, jaxgrad.dists.categorical, LOGITS, W))
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float64])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16])
 def test_dtype_and_masked_classes(dtype, key):
     logits = jnp.asarray([[1e4, -1e4, 0.0], [0.0, -jnp.inf, 1.0]], dtype)
 

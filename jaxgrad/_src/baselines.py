@@ -91,8 +91,7 @@ def _check_decay(decay: Any, fn: str) -> None:
     value = np.asarray(decay)
     if value.shape != () or not (0.0 <= float(value) < 1.0):
         raise ValueError(
-            f"{fn}: decay must be a scalar in [0, 1), got {decay}. "
-            f"Typical values are 0.9 to 0.999."
+            f"{fn}: decay must be a scalar in [0, 1), got {decay}. Typical values are 0.9 to 0.999."
         )
 
 

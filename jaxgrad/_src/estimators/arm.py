@@ -102,7 +102,7 @@ def arm(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[..., Array
       >>> import jax, jax.numpy as jnp, jaxgrad
       >>> f = lambda b: jnp.sum((b - 0.45) ** 2)
       >>> est = jaxgrad.arm(f)
-      >>> g = jax.grad(est, argnums=1)(jax.random.key(0), jnp.zeros(3))
+      >>> g = jax.jit(jax.grad(est, argnums=1))(jax.random.key(0), jnp.zeros(3))
       >>> g.shape
       (3,)
 
@@ -150,8 +150,8 @@ def disarm(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[..., Ar
     Example:
       >>> import jax, jax.numpy as jnp, jaxgrad
       >>> est = jaxgrad.disarm(lambda b: (b[0] - 0.499) ** 2)
-      >>> g = [float(jax.grad(est, argnums=1)(k, jnp.zeros(1))[0])
-      ...      for k in jax.random.split(jax.random.key(0), 3)]
+      >>> grad = jax.jit(jax.grad(est, argnums=1))
+      >>> g = [float(grad(k, jnp.zeros(1))[0]) for k in jax.random.split(jax.random.key(0), 3)]
       >>> [round(x, 6) for x in g]  # zero variance at p = 1/2: always p(1-p)(1-2t)
       [0.0005, 0.0005, 0.0005]
 

@@ -70,7 +70,7 @@ def indecater(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[...,
       >>> w = jnp.arange(12.0).reshape(3, 4) / 12
       >>> f = lambda x: jnp.sum(x * w) ** 2
       >>> est = jaxgrad.indecater(f, num_samples=2)
-      >>> g = jax.grad(est, argnums=1)(jax.random.key(0), jnp.zeros((3, 4)))
+      >>> g = jax.jit(jax.grad(est, argnums=1))(jax.random.key(0), jnp.zeros((3, 4)))
       >>> g.shape, bool(jnp.allclose(g.sum(-1), 0.0, atol=1e-6))
       ((3, 4), True)
 
@@ -102,11 +102,11 @@ def indecater(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[...,
 
         # N joint samples by Gumbel-max, as class indices [N, D].
         noise = common.gumbel_noise(key, (num_samples, num_vars, num_classes), cdtype)
-        idx = jnp.argmax(l + noise, axis=-1)
+        idx = jnp.argmax(l + noise, axis=-1).astype(jnp.int32)
 
         # Evaluation points: sample n with variable d set to class k -> [N, D, K, D].
-        d_range = jnp.arange(num_vars)
-        k_range = jnp.arange(num_classes)
+        d_range = jnp.arange(num_vars, dtype=jnp.int32)
+        k_range = jnp.arange(num_classes, dtype=jnp.int32)
         points = jnp.where(
             d_range[None, None, None, :] == d_range[None, :, None, None],
             k_range[None, None, :, None],

@@ -92,7 +92,8 @@ def measure_valued(f: Callable[..., Array], *, num_samples: int = 1) -> Callable
     First-order only (the estimate is attached with a stop-gradient surrogate).
     Cost: ``num_samples * (3 D + 1)`` evaluations of ``f`` for ``D``
     coordinates (two per ``loc`` coordinate, one per ``scale`` coordinate, one
-    shared), batched in a single ``vmap``.
+    shared), batched in a single ``vmap`` over inputs of ``D`` elements each
+    (memory ``O(num_samples D^2)``).
 
     Args:
       f: the cost ``f(x, *args) -> scalar`` for one sample ``x`` of the

@@ -339,9 +339,8 @@ def variance_loss(est: Callable[..., Array]) -> Callable[..., tuple[Array, tuple
       >>> import jax, jax.numpy as jnp, jaxgrad
       >>> f = lambda b: jnp.sum((b - 0.45) ** 2)
       >>> est = jaxgrad.relax(f, lambda z, phi: phi * f(jax.nn.sigmoid(2.0 * z)))
-      >>> (l, (value, g)), d_phi = jax.value_and_grad(
-      ...     jaxgrad.variance_loss(est), argnums=2, has_aux=True)(
-      ...     jax.random.key(0), jnp.zeros(3), 1.0)
+      >>> step = jax.jit(jax.value_and_grad(jaxgrad.variance_loss(est), argnums=2, has_aux=True))
+      >>> (l, (value, g)), d_phi = step(jax.random.key(0), jnp.zeros(3), 1.0)
       >>> bool(jnp.allclose(l, jnp.sum(g**2))), d_phi.shape
       (True, ())
     """

@@ -158,7 +158,7 @@ def _score_function(
 
         if mode == "optimal":
             scores = jax.vmap(jax.grad(log_prob), in_axes=(None, 0))(frozen, xs)
-            dtype = samplers.compute_dtype(out_dtype)
+            dtype = _wider(out_dtype, jax.tree.leaves(scores)[0].dtype)
             fc = f_sg.astype(dtype)
             b = baselines.optimal(fc, scores)
             s = 1 if scale is None else jax.lax.stop_gradient(jnp.asarray(scale)).astype(dtype)

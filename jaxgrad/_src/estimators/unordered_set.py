@@ -20,10 +20,13 @@ set ``S`` and its leave-one-out variants. With ``a_s = p(s) / (1 - p(S))`` and
 (the same ``a_s`` serve every ``C \subseteq S``: renormalizing to ``D \ C``
 changes both numerator and denominator by ``1 - p(C)``). The second form
 (``u = exp(-e^y)``) has an entire integrand that decays double-exponentially
-for ``y -> inf`` and at least like ``e^y`` for ``y -> -inf``; the trapezoidal
-rule with step ``h`` on it converges like ``exp(-pi^2 / h)``. We use
-``h = 1/4`` on ``y in [-40, log(k + 41 + 10 sqrt(k + 1))]`` in log space
-(``logsumexp``); the truncation of either tail costs a relative ``e^{-40}``.
+for ``y -> inf`` and at least like ``e^y`` for ``y -> -inf``, so the
+trapezoidal rule on a truncated uniform grid converges geometrically; the grid
+(:func:`_quadrature_nodes`) is fixed by ``k`` and the dtype, and the sums are
+taken in log space (``logsumexp``). Measured against a fine reference grid
+for ``k <= 60`` and probabilities from ``e^{-30}`` to ``1``: ``~1e-11``
+relative error in float64, ``~1e-6`` in float32 for moderate probabilities
+(``~1e-5`` when ``log p(S)`` is in the hundreds, the float32 spacing there).
 The mass outside the set, ``1 - p(S)``, is summed directly rather than
 subtracted, so sets holding almost all the mass keep full relative precision.
 """
@@ -43,15 +46,22 @@ from jaxgrad._src.estimators import common
 
 Array = jax.Array
 
-_STEP = 0.25
-_Y_LO = -40.0
-
 
 def _quadrature_nodes(k: int, dtype: Any) -> tuple[Array, float]:
-    """Uniform nodes in ``y = log(-log u)`` and their spacing (static in ``k``)."""
+    """Uniform nodes in ``y = log(-log u)`` and their spacing (static in ``k`` and ``dtype``).
+
+    With ``L = -log(eps) + 3``: the range ``[-L, log(k + 41 + 10 sqrt(k + 1))]``
+    leaves out a relative ``e^{-L}`` of either tail, and the step
+    ``h = min(pi^2 / L, pi sqrt(2 / (L (k + 1))))`` keeps the trapezoidal error
+    near ``e^{-L}``: the first bound is the decay ``exp(-pi^2 / h)`` of the
+    rule for ``exp(y - e^y)``; the second resolves the peak of width
+    ``1 / sqrt(m + 1)`` that ``m`` factors in their linear regime produce.
+    """
+    big = -math.log(float(jnp.finfo(dtype).eps)) + 3.0
     y_hi = math.log(k + 41.0 + 10.0 * math.sqrt(k + 1.0))
-    n = int(math.ceil((y_hi - _Y_LO) / _STEP)) + 1
-    y = np.linspace(_Y_LO, y_hi, n)
+    step = min(math.pi**2 / big, math.pi * math.sqrt(2.0 / (big * (k + 1.0))))
+    n = int(math.ceil((y_hi + big) / step)) + 1
+    y = np.linspace(-big, y_hi, n)
     return jnp.asarray(y, dtype), float(y[1] - y[0])
 
 
@@ -256,7 +266,7 @@ def unordered_set(f: Callable[..., Array], *, num_samples: int) -> Callable[...,
     ``s``, which keeps the estimator unbiased (this needs ``k >= 2``). The set
     probabilities are one-dimensional integrals, computed by a fixed
     trapezoidal rule in log space (see the module docstring); accurate to
-    about ``1e-12`` relative in float64, ``1e-6`` in float32.
+    about ``1e-11`` relative in float64, ``1e-6`` in float32.
 
     ``logits [..., K]`` are independent categoricals (``D`` = the product of
     the leading dimensions, as in ``jaxgrad.dists.categorical``) and ``S`` is a
@@ -295,10 +305,10 @@ def unordered_set(f: Callable[..., Array], *, num_samples: int) -> Callable[...,
       >>> f = lambda x: jnp.sum(x * jnp.array([1.0, 2.0, 4.0, 8.0])) ** 2
       >>> logits = jnp.array([0.5, -0.2, 0.1, 1.0])
       >>> est = jaxgrad.unordered_set(f, num_samples=4)  # the whole support: exact
-      >>> g = jax.grad(est, argnums=1)(jax.random.key(0), logits)
-      >>> p = jax.nn.softmax(logits)
-      >>> exact = jax.grad(lambda l: jnp.sum(jax.nn.softmax(l) * f(jnp.eye(4).T)))(logits)
-      >>> bool(jnp.allclose(g, exact, atol=1e-5))
+      >>> g = jax.jit(jax.grad(est, argnums=1))(jax.random.key(0), logits)
+      >>> values = jax.vmap(f)(jnp.eye(4))  # f at every outcome
+      >>> exact = jax.grad(lambda l: jax.nn.softmax(l) @ values)(logits)
+      >>> bool(jnp.allclose(g, exact, rtol=1e-4, atol=1e-4))
       True
 
     References:
