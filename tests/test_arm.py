@@ -251,8 +251,8 @@ def test_errors(name, key):
         build(TOY, num_samples=1.5)
     est = build(TOY)
     with pytest.raises(TypeError, match=f"{name}: logits must have a floating dtype"):
-        est(key, jnp.zeros(2, jnp.int32))
+        jax.eval_shape(est, key, jnp.zeros(2, jnp.int32))
     with pytest.raises(ValueError, match=f"{name} accepts a single key"):
-        est(jax.random.split(batch_key, 2), jnp.zeros(2, jnp.float32))
+        jax.eval_shape(est, jax.random.split(batch_key, 2), jnp.zeros(2, jnp.float32))
     with pytest.raises(ValueError, match=f"{name}: f must return a scalar"):
-        build(lambda x: x)(key, jnp.zeros(2, jnp.float32))
+        jax.eval_shape(build(lambda x: x), key, jnp.zeros(2, jnp.float32))

@@ -64,6 +64,8 @@ def test_ema_errors():
         jaxgrad.baselines.ema().init(jnp.int32)
     with pytest.raises(ValueError, match=r"normalizer: decay must be a scalar in \[0, 1\)"):
         jaxgrad.baselines.normalizer(decay=2.0)
+    with pytest.raises(TypeError, match="normalizer: decay must be a number"):
+        jaxgrad.baselines.normalizer(decay=None)
     with pytest.raises(TypeError, match="normalizer.init: dtype must be a floating dtype"):
         jaxgrad.baselines.normalizer().init(jnp.int32)
 

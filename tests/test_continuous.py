@@ -283,6 +283,10 @@ def test_errors():
         jaxgrad.pathwise(None, dist=NORMAL)
     with pytest.raises(ValueError, match="pathwise: num_samples must be at least 1"):
         jaxgrad.pathwise(f, dist=NORMAL, num_samples=0)
+    with pytest.raises(TypeError, match="pathwise: num_samples must be a static Python int"):
+        jaxgrad.pathwise(f, dist=NORMAL, num_samples=1.0)
+    with pytest.raises(TypeError, match="pathwise: key must be a PRNG key"):
+        jaxgrad.pathwise(f, dist=NORMAL)(1, (LOC, SCALE))
     with pytest.raises(ValueError, match="pathwise: f must return a scalar"):
         jaxgrad.pathwise(lambda x: x, dist=NORMAL)(jax.random.key(0), (LOC, SCALE))
     with pytest.raises(ValueError, match="pathwise accepts a single key"):
@@ -293,6 +297,10 @@ def test_errors():
         jaxgrad.measure_valued("f")
     with pytest.raises(TypeError, match="measure_valued: num_samples must be a static"):
         jaxgrad.measure_valued(f, num_samples=jnp.asarray(2))
+    with pytest.raises(ValueError, match="measure_valued: num_samples must be at least 1"):
+        jaxgrad.measure_valued(f, num_samples=0)
+    with pytest.raises(TypeError, match="measure_valued: key must be a PRNG key"):
+        est(np.zeros(2, np.float32), (LOC, SCALE))
     with pytest.raises(TypeError, match=r"params must be a pair \(loc, scale\)"):
         est(jax.random.key(1), LOC)
     with pytest.raises(TypeError, match="loc must have a floating dtype"):

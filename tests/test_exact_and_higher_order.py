@@ -136,6 +136,8 @@ def test_exact_errors():
     est = jaxgrad.exact(f, dist=BERN)
     with pytest.raises(ValueError, match="more than MAX_SUPPORT_SIZE"):
         est(jax.random.key(0), jnp.zeros(17, F32))
+    with pytest.raises(TypeError, match="exact: key must be a PRNG key"):
+        est(None, jnp.zeros(2, F32))
     with pytest.raises(ValueError, match="exact accepts a single key"):
         est(jax.random.split(jax.random.key(1), 2), jnp.zeros(2, F32))
     with pytest.raises(ValueError, match="exact: f must return a scalar"):
