@@ -81,7 +81,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxgrad._src import checks, samplers
+from jaxgrad._src import checks, samplers, sharding
 
 Array = jax.Array
 
@@ -610,24 +610,6 @@ def _gumbel_rao_bwd(num_samples, res, cotangent):
 _gumbel_rao_core.defvjp(_gumbel_rao_fwd, _gumbel_rao_bwd)
 
 
-def _vma(x: Array) -> frozenset:
-    """The shard_map axes ``x`` varies over (the attribute moved between JAX versions)."""
-    aval = jax.typeof(x)
-    if hasattr(aval, "vma"):
-        return frozenset(aval.vma)
-    mat = getattr(aval, "manual_axis_type", None)
-    return frozenset(getattr(mat, "varying", ()))
-
-
-def _vary_like(x: Array, like: Array) -> Array:
-    """Marks ``x`` as varying over the shard_map axes ``like`` varies over.
-
-    Outside ``shard_map`` (or when ``x`` already varies) this is the identity.
-    """
-    missing = _vma(like) - _vma(x)
-    return jax.lax.pcast(x, tuple(sorted(missing)), to="varying") if missing else x
-
-
 def gumbel_rao(
     key: ArrayLike,
     logits: ArrayLike,
@@ -708,7 +690,7 @@ def gumbel_rao(
         t = t.astype(samplers.compute_dtype(logits_last.dtype))
     # Inside shard_map the backward pass returns a cotangent that varies with
     # the key; custom_vjp needs the primal inputs to have that type too.
-    logits_last, t = (_vary_like(x, key) for x in (logits_last, t))
+    logits_last, t = (sharding.vary_like(x, key) for x in (logits_last, t))
     out = _gumbel_rao_core(num_samples, key, logits_last, t)
     return jnp.moveaxis(out, -1, axis)
 

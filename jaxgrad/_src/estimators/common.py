@@ -100,16 +100,17 @@ def with_gradient(value: Array, params: Any, grad: Any) -> Array:
     stop-gradient form of a custom VJP: it composes with ``vmap``, ``jit`` and
     forward mode, but its second derivative in ``params`` is zero, so
     estimators built on it are first-order only (the registry says which).
+    Infinite entries of ``params`` (masked logits) get a zero gradient and do
+    not turn the value into NaN.
     """
-    leaves = jax.tree.leaves(
-        jax.tree.map(
-            lambda p, g: jnp.sum(
-                (p - jax.lax.stop_gradient(p)) * jax.lax.stop_gradient(g).astype(p.dtype)
-            ),
-            params,
-            grad,
-        )
-    )
+
+    def attach(p, g):
+        p = jnp.asarray(p)
+        # Masked (infinite) parameters get no gradient and leave the value finite.
+        zero = jnp.where(jnp.isfinite(p), p - jax.lax.stop_gradient(p), jnp.zeros_like(p))
+        return jnp.sum(zero * jax.lax.stop_gradient(g).astype(p.dtype))
+
+    leaves = jax.tree.leaves(jax.tree.map(attach, params, grad))
     return value + sum(leaves).astype(value.dtype)
 
 

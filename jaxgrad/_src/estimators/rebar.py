@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._src import checks, samplers
+from jaxgrad._src import checks, samplers, sharding
 from jaxgrad._src.estimators import common
 
 Array = jax.Array
@@ -98,7 +98,7 @@ def _relaxed_estimator(
         def one(noise_n: Array, v_n: Array, b_n: Array, f_bn: Array) -> Array:
             c_z, vjp_z = jax.vjp(lambda l0: c(l0 + noise_n), l)
             c_zt, vjp_zt = jax.vjp(lambda l0: c(_conditional_logistic(l0, b_n, v_n)), l)
-            one_ = jnp.ones((), c_z.dtype)
+            one_ = sharding.vary_like(jnp.ones((), c_z.dtype), c_z, c_zt)
             score = b_n - jax.nn.sigmoid(l)  # grad_l log p(b | l)
             coef = jax.lax.stop_gradient(f_bn).astype(cdtype) - c_zt
             return coef * score + vjp_z(one_)[0] - vjp_zt(one_)[0]

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad._src import checks, samplers
+from jaxgrad._src import checks, samplers, sharding
 from jaxgrad._src.estimators import common
 
 Array = jax.Array
@@ -191,8 +191,10 @@ def _beam_sample(key: Any, log_pi: Array, k: int) -> tuple[Array, Array]:
     g_root, noise = noise[0], noise[1:].reshape(num_vars, k, num_classes)
     neg_inf = jnp.asarray(-jnp.inf, dtype)
     g0 = jnp.where(jnp.arange(k, dtype=jnp.int32) == 0, g_root, neg_inf)
-    phi0 = jnp.zeros((k,), dtype)
-    idx0 = jnp.zeros((k, num_vars), jnp.int32)
+    # The carry varies over shard_map axes as the noise and logits do.
+    phi0 = sharding.vary_like(jnp.zeros((k,), dtype), noise, log_pi)
+    idx0 = sharding.vary_like(jnp.zeros((k, num_vars), jnp.int32), noise, log_pi)
+    g0 = sharding.vary_like(g0, noise, log_pi)
 
     def level(carry, inputs):
         g, phi, idx = carry
