@@ -43,7 +43,7 @@ def _antithetic(fn: str, f: Callable[..., Array], num_samples: int, weight: Call
         f_anti = jax.lax.stop_gradient(values[num_samples:]).astype(cdtype)
         diff = (f_b - f_anti).reshape((num_samples,) + (1,) * len(shape))
         grad = jnp.mean(diff * weight(u, l, b.astype(cdtype), b_anti.astype(cdtype)), axis=0)
-        return common.with_gradient(jnp.mean(values), common.finite_or_zero(logits), grad)
+        return common.with_gradient(jnp.mean(values), logits, grad)
 
     return est
 

@@ -87,7 +87,7 @@ def batch_f(f: Callable[..., Array], fn: str) -> Callable[..., Array]:
     return fs
 
 
-def with_gradient(value: Array, params: Any, grad: Any) -> Array:
+def with_gradient(value: Array, params: Any, grad: Any, *, differentiable: bool = False) -> Array:
     r"""Returns ``value`` whose gradient with respect to ``params`` is ``grad``.
 
     .. math::
@@ -102,26 +102,22 @@ def with_gradient(value: Array, params: Any, grad: Any) -> Array:
     estimators built on it are first-order only (the registry says which).
     Infinite entries of ``params`` (masked logits) get a zero gradient and do
     not turn the value into NaN.
+
+    With ``differentiable=True`` the gradient of ``grad`` itself is kept, so
+    that a loss built from the estimate (e.g. ``variance_loss``) can be
+    differentiated with respect to whatever ``grad`` depends on (REBAR's
+    temperature, RELAX's control variate): double backprop.
     """
 
     def attach(p, g):
         p = jnp.asarray(p)
         # Masked (infinite) parameters get no gradient and leave the value finite.
         zero = jnp.where(jnp.isfinite(p), p - jax.lax.stop_gradient(p), jnp.zeros_like(p))
-        return jnp.sum(zero * jax.lax.stop_gradient(g).astype(p.dtype))
+        g = g if differentiable else jax.lax.stop_gradient(g)
+        return jnp.sum(zero * g.astype(p.dtype))
 
     leaves = jax.tree.leaves(jax.tree.map(attach, params, grad))
     return value + sum(leaves).astype(value.dtype)
-
-
-def finite_or_zero(x: Array) -> Array:
-    """``x`` with its infinite entries (masked logits) replaced by 0, gradient 1 elsewhere.
-
-    ``with_gradient`` attaches ``(x - stop_gradient(x)) * g``, which is NaN
-    where ``x = +-inf``; pass ``finite_or_zero(logits)`` instead so that masked
-    entries contribute nothing to the value and get a zero gradient.
-    """
-    return jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x))
 
 
 #: Flat noise is drawn in blocks of this many numbers (see :func:`uniform_noise`).

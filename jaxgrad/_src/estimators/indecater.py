@@ -125,6 +125,6 @@ def indecater(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[...,
         f_c = jnp.where(live, jax.lax.stop_gradient(values).astype(cdtype), 0.0)
         mean_f = jnp.sum(pi * f_c, axis=-1, keepdims=True)  # [N, D, 1]
         grad = jnp.mean(jnp.where(live, pi * (f_c - mean_f), 0.0), axis=0)
-        return common.with_gradient(value, common.finite_or_zero(logits), grad.reshape(shape))
+        return common.with_gradient(value, logits, grad.reshape(shape))
 
     return est

@@ -105,9 +105,8 @@ def _relaxed_estimator(
 
         g = jnp.mean(jax.vmap(one)(noise, v, b, f_b), axis=0)
         value = jnp.mean(f_b)
-        live = common.finite_or_zero(logits)  # masked (infinite) logits get no gradient
-        attached = jnp.sum((live - jax.lax.stop_gradient(live)) * g.astype(dtype))
-        return value + attached.astype(value.dtype)
+        # g keeps its dependence on the tuning parameters (double backprop).
+        return common.with_gradient(value, logits, g.astype(dtype), differentiable=True)
 
     return est
 

@@ -169,9 +169,7 @@ def _score_function(
                 return jnp.mean(signal * g, axis=0) / s
 
             grad = jax.tree.map(coordinate_grad, scores, b)
-            # Masked (infinite) logits get a zero gradient rather than inf - inf = NaN.
-            finite = jax.tree.map(common.finite_or_zero, params)
-            value = common.with_gradient(jnp.mean(values.astype(out_dtype)), finite, grad)
+            value = common.with_gradient(jnp.mean(values.astype(out_dtype)), params, grad)
             aux_baseline = b
         else:
             lp = jax.vmap(log_prob, in_axes=(None, 0))(params, xs)

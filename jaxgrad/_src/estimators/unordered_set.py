@@ -360,6 +360,6 @@ def unordered_set(f: Callable[..., Array], *, num_samples: int) -> Callable[...,
 
         weights, grad = set_estimate(log_pi, idx, log_p, jax.lax.stop_gradient(values))
         value = jnp.sum(weights.astype(values.dtype) * values)
-        return common.with_gradient(value, common.finite_or_zero(logits), grad.reshape(shape))
+        return common.with_gradient(value, logits, grad.reshape(shape))
 
     return est
