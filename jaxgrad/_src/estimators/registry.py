@@ -197,6 +197,28 @@ def _rebar(f, *, dist, num_samples):
     return rebar(f, num_samples=num_samples)
 
 
+def _relax(f, *, dist, num_samples):
+    """RELAX with the paper's control-variate family at its initial value.
+
+    ``c_phi(z) = f(sigmoid(z / 0.5)) + <phi, z>`` with ``phi = 0``: the relaxed
+    cost plus a linear residual, untrained (a study measures the estimator as a
+    user would find it before tuning ``phi`` with ``variance_loss``).
+    """
+    del dist
+    from jaxgrad._src.estimators.rebar import relax
+
+    def control_variate(z, phi, *args):
+        return f(jax.nn.sigmoid(z / 0.5), *args) + jnp.sum(phi * z)
+
+    est = relax(f, control_variate, num_samples=num_samples)
+
+    def with_initial_phi(key, logits, *args):
+        phi = jnp.zeros(jnp.shape(logits), jnp.result_type(logits))
+        return est(key, logits, phi, *args)
+
+    return with_initial_phi
+
+
 def _indecater(f, *, dist, num_samples):
     del dist
     from jaxgrad._src.estimators.indecater import indecater
@@ -324,6 +346,16 @@ _ENTRIES = (
         higher_order=False,
         f_evals=lambda n, s, v: 3 * n,
         reference="Tucker et al. 2017, https://arxiv.org/abs/1703.07370",
+    ),
+    EstimatorInfo(
+        "relax",
+        _relax,
+        frozenset({BERNOULLI}),
+        unbiased=True,
+        black_box=False,
+        higher_order=False,
+        f_evals=lambda n, s, v: 3 * n,
+        reference="Grathwohl et al. 2018, https://arxiv.org/abs/1711.00123",
     ),
     EstimatorInfo(
         "indecater",
