@@ -2,47 +2,40 @@
 
 Samplers that carry their gradient rule, estimator transformations in the
 style of ``jax.grad``, and tools to study their variance. See README.md.
+
+Public API, by layer (data flows one way, top to bottom):
+
+* samplers (``_src/samplers.py``): ``gumbel``, ``categorical``, ``normal``;
+* relaxations and straight-through rules (``_src/relaxations.py``):
+  ``gumbel_softmax``, ``relaxed_bernoulli``, ``straight_through_categorical``,
+  ``straight_through_bernoulli``, ``gumbel_rao``, ``reinmax``,
+  ``straight_through``, ``round_ste``, ``sign_ste``;
+* distribution specs: the ``dists`` module;
+* estimator transformations (``_src/estimators/``): ``score_function``,
+  ``rloo``, ``pathwise``, ``measure_valued``, ``exact``, ``arm``, ``disarm``,
+  ``rebar``, ``relax``, ``variance_loss``, ``indecater``, ``unordered_set``,
+  ``magic_box``; the ``baselines`` module; the registry ``ESTIMATORS``;
+* studies: the ``diagnostics`` module and the ``jaxgrad study`` command.
 """
 
-# --- estimators (issue 3): the baselines module ---
 from jaxgrad import baselines as baselines
 from jaxgrad import diagnostics as diagnostics
 from jaxgrad import dists as dists
-
-# --- discrete estimators (issue 4): arm.py, indecater.py, rebar.py, unordered_set.py ---
 from jaxgrad._src.estimators.arm import arm as arm
 from jaxgrad._src.estimators.arm import disarm as disarm
-
-# --- estimator machinery (jaxgrad/_src/estimators/common.py) ---
 from jaxgrad._src.estimators.common import magic_box as magic_box
-
-# --- estimators (issue 3): exact.py, measure_valued.py, pathwise.py, score_function.py ---
 from jaxgrad._src.estimators.exact import exact as exact
-
-# --- discrete estimators (issue 4), continued ---
 from jaxgrad._src.estimators.indecater import indecater as indecater
-
-# --- estimators (issue 3), continued ---
 from jaxgrad._src.estimators.measure_valued import measure_valued as measure_valued
 from jaxgrad._src.estimators.pathwise import pathwise as pathwise
-
-# --- discrete estimators (issue 4), continued ---
 from jaxgrad._src.estimators.rebar import rebar as rebar
 from jaxgrad._src.estimators.rebar import relax as relax
 from jaxgrad._src.estimators.rebar import variance_loss as variance_loss
-
-# --- diagnostics (jaxgrad/diagnostics.py; the registry the studies iterate over) ---
 from jaxgrad._src.estimators.registry import ESTIMATORS as ESTIMATORS
 from jaxgrad._src.estimators.registry import EstimatorInfo as EstimatorInfo
-
-# --- estimators (issue 3), continued ---
 from jaxgrad._src.estimators.score_function import rloo as rloo
 from jaxgrad._src.estimators.score_function import score_function as score_function
-
-# --- discrete estimators (issue 4), continued ---
 from jaxgrad._src.estimators.unordered_set import unordered_set as unordered_set
-
-# --- relaxations (jaxgrad/_src/relaxations.py) ---
 from jaxgrad._src.relaxations import gumbel_rao as gumbel_rao
 from jaxgrad._src.relaxations import gumbel_softmax as gumbel_softmax
 from jaxgrad._src.relaxations import reinmax as reinmax
@@ -52,8 +45,6 @@ from jaxgrad._src.relaxations import sign_ste as sign_ste
 from jaxgrad._src.relaxations import straight_through as straight_through
 from jaxgrad._src.relaxations import straight_through_bernoulli as straight_through_bernoulli
 from jaxgrad._src.relaxations import straight_through_categorical as straight_through_categorical
-
-# --- samplers (jaxgrad/_src/samplers.py) ---
 from jaxgrad._src.samplers import categorical as categorical
 from jaxgrad._src.samplers import gumbel as gumbel
 from jaxgrad._src.samplers import normal as normal
