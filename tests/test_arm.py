@@ -25,16 +25,20 @@ with respect to its logit ``l``, ``p = sigma(l)``, ``q = 1 - p``,
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import (
+    assert_unbiased_in_both,
+    joint,
+    never_differentiated,
+    straight_through_bernoulli,
+)
 
 import jaxgrad
 from jaxgrad._src.estimators import common
-from jaxgrad.diagnostics import assert_unbiased, grad_samples
+from jaxgrad.diagnostics import grad_samples
 
 NUM_KEYS = 20_000
 
@@ -45,42 +49,10 @@ def f_nonlinear(x, a):
     return jnp.sin(2.0 * s) + (s - 0.3) ** 2 + jnp.prod(1.0 + 0.5 * x * a)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def exact_grads(f, dist, params, *args):
-    """Gradient of ``sum_x p(x) f(x, *args)`` over the support, w.r.t. params and args."""
-    xs = dist.support(params)
-
-    def expectation(p, *a):
-        logp = jax.vmap(lambda x: dist.log_prob(p, x))(xs)
-        return jnp.sum(jnp.exp(logp) * jax.vmap(lambda x: f(x, *a))(xs))
-
-    return jax.grad(expectation, argnums=tuple(range(1 + len(args))))(params, *args)
-
-
-def _joint(est):
-    """``est`` with ``(logits, a)`` as one pytree, so grad_samples differentiates both."""
-    return lambda key, pa: est(key, pa[0], pa[1])
-
-
-def _straight_through(f):
-    """A biased reference: forward the sample, backward the gradient of its mean."""
-    st = getattr(jaxgrad, "straight_through_bernoulli", None)
-
-    def est(key, logits, a):
-        if st is not None:
-            return f(st(key, logits), a)
-        p = jax.nn.sigmoid(logits)
-        u = jax.random.uniform(key, logits.shape, logits.dtype)
-        b = (u < jax.lax.stop_gradient(p)).astype(logits.dtype)
-        return f(b + p - jax.lax.stop_gradient(p), a)
-
-    return est
-
-
 ESTIMATORS = {
-    "arm": _joint(jaxgrad.arm(f_nonlinear)),
-    "disarm": _joint(jaxgrad.disarm(f_nonlinear)),
-    "disarm-2pairs": _joint(jaxgrad.disarm(f_nonlinear, num_samples=2)),
+    "arm": joint(jaxgrad.arm(f_nonlinear)),
+    "disarm": joint(jaxgrad.disarm(f_nonlinear)),
+    "disarm-2pairs": joint(jaxgrad.disarm(f_nonlinear, num_samples=2)),
 }
 
 
@@ -96,17 +68,18 @@ def _problem(d):
 )
 def test_unbiased(name, d, key):
     logits, a = _problem(d)
-    samples = grad_samples(ESTIMATORS[name], key, (logits, a), num_keys=NUM_KEYS)
-    assert_unbiased(samples, exact_grads(f_nonlinear, jaxgrad.dists.bernoulli, logits, a))
+    assert_unbiased_in_both(
+        ESTIMATORS[name], key, f_nonlinear, jaxgrad.dists.bernoulli, logits, a, num_keys=NUM_KEYS
+    )
 
 
 def test_power_rejects_straight_through(key):
     logits, a = _problem(3)
-    samples = grad_samples(
-        _joint(_straight_through(f_nonlinear)), key, (logits, a), num_keys=NUM_KEYS
-    )
+    st = straight_through_bernoulli(f_nonlinear)
     with pytest.raises(AssertionError, match="biased"):
-        assert_unbiased(samples, exact_grads(f_nonlinear, jaxgrad.dists.bernoulli, logits, a))
+        assert_unbiased_in_both(
+            st, key, f_nonlinear, jaxgrad.dists.bernoulli, logits, a, num_keys=NUM_KEYS
+        )
 
 
 # ------------------------------------------------------------ fixed noise
@@ -149,14 +122,7 @@ def test_formulas_on_fixed_noise(key):
         np.testing.assert_allclose(disarm_out[1][1], args_formula, rtol=1e-5)
 
 
-@jax.custom_jvp
-def _no_derivative(x):
-    return jnp.sum(x)
-
-
-@_no_derivative.defjvp
-def _no_derivative_jvp(primals, tangents):
-    raise AssertionError("f was differentiated with respect to x")
+_no_derivative = never_differentiated(jnp.sum)
 
 
 @pytest.mark.parametrize("name", ["arm", "disarm"])

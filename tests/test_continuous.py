@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import joint, never_differentiated
 from scipy import stats
 
 import jaxgrad
@@ -87,11 +88,6 @@ FUNCTIONS = {
     "product": (f_product, exact_product),
     "step": (f_step, exact_step),
 }
-
-
-def joint(est):
-    """``est`` with ``((loc, scale), c)`` as one pytree, so grad_samples differentiates both."""
-    return lambda key, pc: est(key, pc[0], pc[1])
 
 
 # ------------------------------------------------------------------------ unbiasedness
@@ -234,13 +230,7 @@ def test_measure_valued_args_and_closures_are_pathwise_on_the_base_samples():
 
 
 def test_measure_valued_never_differentiates_f_and_keeps_dtype():
-    @jax.custom_jvp
-    def f(x):
-        return jnp.sum(jnp.cos(x))
-
-    @f.defjvp
-    def _f_jvp(primals, tangents):
-        raise AssertionError("measure_valued differentiated f")
+    f = never_differentiated(lambda x: jnp.sum(jnp.cos(x)), "measure_valued differentiated f")
 
     loc = jnp.asarray([[0.1, 0.2], [0.3, 0.4]], jnp.bfloat16)  # any shape; bfloat16 in, out
     scale = jnp.asarray(0.5, jnp.bfloat16)

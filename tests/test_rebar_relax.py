@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import (
+    assert_unbiased_in_both,
+    joint,
+    never_differentiated,
+    straight_through_bernoulli,
+)
 
 import jaxgrad
 from jaxgrad._src.estimators import common
-from jaxgrad.diagnostics import assert_unbiased, grad_samples
+from jaxgrad.diagnostics import grad_samples
 
 NUM_KEYS = 20_000
 
@@ -32,18 +36,6 @@ def cv_net(z, phi, a):
 PHI = jnp.asarray([0.8, np.log(0.4), 0.3, 0.1], jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def exact_grads(f, dist, params, *args):
-    """Gradient of ``sum_x p(x) f(x, *args)`` over the support, w.r.t. params and args."""
-    xs = dist.support(params)
-
-    def expectation(p, *a):
-        logp = jax.vmap(lambda x: dist.log_prob(p, x))(xs)
-        return jnp.sum(jnp.exp(logp) * jax.vmap(lambda x: f(x, *a))(xs))
-
-    return jax.grad(expectation, argnums=tuple(range(1 + len(args))))(params, *args)
-
-
 def _problem(d):
     logits = jnp.asarray(np.linspace(-1.2, 1.5, d) if d > 1 else [0.7], jnp.float32)
     a = jnp.asarray(np.linspace(0.3, 1.1, d), jnp.float32)
@@ -55,8 +47,8 @@ _REBAR_TUNED = jaxgrad.rebar(f_nonlinear, temperature=0.3, eta=0.6, num_samples=
 _RELAX = jaxgrad.relax(f_nonlinear, cv_net)
 
 ESTIMATORS = {  # (logits, a) as one pytree, so both gradients are checked
-    "rebar": lambda key, pa: _REBAR(key, pa[0], pa[1]),
-    "rebar-tuned": lambda key, pa: _REBAR_TUNED(key, pa[0], pa[1]),
+    "rebar": joint(_REBAR),
+    "rebar-tuned": joint(_REBAR_TUNED),
     "relax": lambda key, pa: _RELAX(key, pa[0], PHI, pa[1]),
 }
 
@@ -65,22 +57,18 @@ ESTIMATORS = {  # (logits, a) as one pytree, so both gradients are checked
 @pytest.mark.parametrize(("name", "d"), [("rebar", 1), ("relax", 3), ("rebar-tuned", 10)])
 def test_unbiased(name, d, key):
     logits, a = _problem(d)
-    samples = grad_samples(ESTIMATORS[name], key, (logits, a), num_keys=NUM_KEYS)
-    assert_unbiased(samples, exact_grads(f_nonlinear, jaxgrad.dists.bernoulli, logits, a))
+    assert_unbiased_in_both(
+        ESTIMATORS[name], key, f_nonlinear, jaxgrad.dists.bernoulli, logits, a, num_keys=NUM_KEYS
+    )
 
 
 def test_power_rejects_straight_through(key):
     logits, a = _problem(3)
-
-    def st(key, pa):
-        p = jax.nn.sigmoid(pa[0])
-        u = jax.random.uniform(key, pa[0].shape, jnp.float32)
-        b = (u < jax.lax.stop_gradient(p)).astype(jnp.float32)
-        return f_nonlinear(b + p - jax.lax.stop_gradient(p), pa[1])
-
-    samples = grad_samples(st, key, (logits, a), num_keys=NUM_KEYS)
+    st = straight_through_bernoulli(f_nonlinear)
     with pytest.raises(AssertionError, match="biased"):
-        assert_unbiased(samples, exact_grads(f_nonlinear, jaxgrad.dists.bernoulli, logits, a))
+        assert_unbiased_in_both(
+            st, key, f_nonlinear, jaxgrad.dists.bernoulli, logits, a, num_keys=NUM_KEYS
+        )
 
 
 # ------------------------------------------------------------ fixed noise
@@ -167,14 +155,7 @@ def test_variance_loss_double_backprop_matches_finite_differences(key):
 
 
 def test_relax_never_differentiates_f_in_x(key):
-    @jax.custom_jvp
-    def no_derivative(x):
-        return jnp.sum(x)
-
-    @no_derivative.defjvp
-    def _(primals, tangents):
-        raise AssertionError("f was differentiated with respect to x")
-
+    no_derivative = never_differentiated(jnp.sum)
     f = lambda x, a: no_derivative(x) * jnp.sum(a)
     est = jaxgrad.relax(f, lambda z, phi, a: phi * jnp.sum(jax.nn.sigmoid(z) * a))
     logits, a = _problem(3)

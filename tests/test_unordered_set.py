@@ -9,7 +9,6 @@ gradient to round-off.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 
@@ -17,12 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_unbiased_in_both, exact_grads, joint, straight_through_categorical
 from scipy import stats
 
 import jaxgrad
-from jaxgrad._src.estimators import common
 from jaxgrad._src.estimators import unordered_set as us
-from jaxgrad.diagnostics import assert_unbiased, grad_samples
 
 NUM_KEYS = 20_000
 
@@ -30,18 +28,6 @@ NUM_KEYS = 20_000
 def f_nonlinear(x, a):
     s = jnp.sum(x * a)
     return jnp.sin(2.0 * s) + s**2 + jnp.sum(x[..., 0]) * a.reshape(-1)[0]
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def exact_grads(f, dist, params, *args):
-    """Gradient of ``sum_x p(x) f(x, *args)`` over the support, w.r.t. params and args."""
-    xs = dist.support(params)
-
-    def expectation(p, *a):
-        logp = jax.vmap(lambda x: dist.log_prob(p, x))(xs)
-        return jnp.sum(jnp.exp(logp) * jax.vmap(lambda x: f(x, *a))(xs))
-
-    return jax.grad(expectation, argnums=tuple(range(1 + len(args))))(params, *args)
 
 
 def _outcomes(log_pi):
@@ -200,22 +186,17 @@ _EST = jaxgrad.unordered_set(f_nonlinear, num_samples=3)
 
 
 def test_unbiased(key):
-    est = lambda key, pa: _EST(key, pa[0], pa[1])
-    samples = grad_samples(est, key, (LOGITS, W), num_keys=NUM_KEYS)
-    assert_unbiased(samples, exact_grads(f_nonlinear, jaxgrad.dists.categorical, LOGITS, W))
+    assert_unbiased_in_both(
+        joint(_EST), key, f_nonlinear, jaxgrad.dists.categorical, LOGITS, W, num_keys=NUM_KEYS
+    )
 
 
 def test_power_rejects_straight_through(key):
-    def st(key, pa):
-        pi = jax.nn.softmax(pa[0], axis=-1)
-        noise = common.gumbel_noise(key, pa[0].shape, jnp.float32)
-        idx = jnp.argmax(jax.lax.stop_gradient(pa[0]) + noise, axis=-1)
-        x = jax.nn.one_hot(idx, pi.shape[-1], dtype=pi.dtype)
-        return f_nonlinear(x + pi - jax.lax.stop_gradient(pi), pa[1])
-
-    samples = grad_samples(st, key, (LOGITS, W), num_keys=NUM_KEYS)
+    st = straight_through_categorical(f_nonlinear)
     with pytest.raises(AssertionError, match="biased"):
-        assert_unbiased(samples, exact_grads(f_nonlinear, jaxgrad.dists.categorical, LOGITS, W))
+        assert_unbiased_in_both(
+            st, key, f_nonlinear, jaxgrad.dists.categorical, LOGITS, W, num_keys=NUM_KEYS
+        )
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16])

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._src import checks, samplers
+from jaxgrad._src import samplers
 from jaxgrad._src.estimators import common
 
 Array = jax.Array
@@ -22,14 +22,10 @@ Array = jax.Array
 
 def _antithetic(fn: str, f: Callable[..., Array], num_samples: int, weight: Callable) -> Callable:
     """The shared body: ``num_samples`` antithetic pairs, weighted by ``weight``."""
-    common.check_f(f, fn)
-    num_samples = checks.check_num_samples(num_samples, fn)
-    fs = common.batch_f(f, fn)
+    num_samples, fs = common.check_estimator(f, num_samples, fn)
 
     def est(key: Any, logits: Any, *args: Any) -> Array:
-        checks.check_key(key, fn)
-        logits = jnp.asarray(logits)
-        checks.check_floating(logits, fn, "logits")
+        logits = common.check_logits(key, logits, fn)
         cdtype = samplers.compute_dtype(logits.dtype)
         shape = logits.shape
         l = jax.lax.stop_gradient(logits).astype(cdtype)

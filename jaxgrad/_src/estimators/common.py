@@ -70,6 +70,37 @@ def check_dist(dist: Any, fn: str, *, need_support: bool = False) -> None:
         )
 
 
+def check_estimator(
+    f: Any, num_samples: Any, fn: str, minimum: int = 1, why: str = ""
+) -> tuple[int, Callable[..., Array]]:
+    """The prologue of an estimator transformation ``NAME(f, *, num_samples)``.
+
+    Checks that ``f`` is callable and ``num_samples`` a static int ``>= minimum``
+    (``why`` explains the minimum), and returns ``(num_samples, batch_f(f, fn))``.
+    """
+    check_f(f, fn)
+    num_samples = checks.check_num_samples(num_samples, fn, minimum, why)
+    return num_samples, batch_f(f, fn)
+
+
+def check_logits(key: Any, logits: Any, fn: str, *, classes_last: bool = False) -> Array:
+    """Validates the ``key`` and ``logits`` of an estimator call; returns the logits as an array.
+
+    Raises the errors of ``checks.check_key`` and ``TypeError`` unless ``logits``
+    is floating; with ``classes_last`` (categorical logits ``[..., K]``), also
+    ``ValueError`` if ``logits`` is a scalar.
+    """
+    checks.check_key(key, fn)
+    logits = jnp.asarray(logits)
+    checks.check_floating(logits, fn, "logits")
+    if classes_last and logits.ndim < 1:
+        raise ValueError(
+            f"{fn}: logits must have shape [..., K] with the K classes last (e.g. [D, K] "
+            f"for D variables), got a scalar."
+        )
+    return logits
+
+
 def batch_f(f: Callable[..., Array], fn: str) -> Callable[..., Array]:
     """Returns ``fs(xs, *args)`` that maps the one-sample ``f`` over ``xs``' leading axis.
 

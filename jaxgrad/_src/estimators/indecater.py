@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._src import checks, samplers
+from jaxgrad._src import samplers
 from jaxgrad._src.estimators import common
 
 Array = jax.Array
@@ -80,19 +80,10 @@ def indecater(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[...,
       https://arxiv.org/abs/2311.12569
     """
     fn = "indecater"
-    common.check_f(f, fn)
-    num_samples = checks.check_num_samples(num_samples, fn)
-    fs = common.batch_f(f, fn)
+    num_samples, fs = common.check_estimator(f, num_samples, fn)
 
     def est(key: Any, logits: Any, *args: Any) -> Array:
-        checks.check_key(key, fn)
-        logits = jnp.asarray(logits)
-        checks.check_floating(logits, fn, "logits")
-        if logits.ndim < 1:
-            raise ValueError(
-                f"{fn}: logits must have shape [..., K] with the K classes last (e.g. [D, K] "
-                f"for D variables), got a scalar."
-            )
+        logits = common.check_logits(key, logits, fn, classes_last=True)
         dtype = logits.dtype
         cdtype = samplers.compute_dtype(dtype)
         shape = logits.shape

@@ -126,9 +126,7 @@ def measure_valued(f: Callable[..., Array], *, num_samples: int = 1) -> Callable
       chains*, J. Optim. Theory Appl. 2008.
     """
     fn = "measure_valued"
-    common.check_f(f, fn)
-    num_samples = checks.check_num_samples(num_samples, fn)
-    fs = common.batch_f(f, fn)
+    num_samples, fs = common.check_estimator(f, num_samples, fn)
 
     def est(key: Any, params: Any, *args: Any) -> Array:
         checks.check_key(key, fn)

@@ -80,9 +80,7 @@ def _relaxed_estimator(
     fs = common.batch_f(f, fn)
 
     def est(key: Any, logits: Any, cv_state: Any, *args: Any) -> Array:
-        checks.check_key(key, fn)
-        logits = jnp.asarray(logits)
-        checks.check_floating(logits, fn, "logits")
+        logits = common.check_logits(key, logits, fn)
         dtype = logits.dtype
         cdtype = samplers.compute_dtype(dtype)
         l = jax.lax.stop_gradient(logits).astype(cdtype)

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad._src import checks, samplers, sharding
+from jaxgrad._src import samplers, sharding
 from jaxgrad._src.estimators import common
 
 Array = jax.Array
@@ -322,20 +322,12 @@ def unordered_set(f: Callable[..., Array], *, num_samples: int) -> Callable[...,
       https://arxiv.org/abs/1903.06059
     """
     fn = "unordered_set"
-    common.check_f(f, fn)
-    k = checks.check_num_samples(
-        num_samples, fn, minimum=2, why="The built-in baseline needs at least two samples."
+    k, fs = common.check_estimator(
+        f, num_samples, fn, minimum=2, why="The built-in baseline needs at least two samples."
     )
-    fs = common.batch_f(f, fn)
 
     def est(key: Any, logits: Any, *args: Any) -> Array:
-        checks.check_key(key, fn)
-        logits = jnp.asarray(logits)
-        checks.check_floating(logits, fn, "logits")
-        if logits.ndim < 1:
-            raise ValueError(
-                f"{fn}: logits must have shape [..., K] with the K classes last, got a scalar."
-            )
+        logits = common.check_logits(key, logits, fn, classes_last=True)
         shape = logits.shape
         num_classes = shape[-1]
         num_vars = math.prod(shape[:-1])

@@ -1,0 +1,72 @@
+"""Reference helpers shared by the estimator tests: exact gradients and biased baselines.
+
+Imported as ``from helpers import ...``: pytest puts ``tests/`` (a rootdir
+without ``__init__.py``) on ``sys.path`` when it loads ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+import jaxgrad
+from jaxgrad._src.estimators import common
+from jaxgrad.diagnostics import assert_unbiased, grad_samples
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def exact_grads(f, dist, params, *args):
+    """Gradient of ``sum_x p(x) f(x, *args)`` over the support, w.r.t. params and args.
+
+    Unlike ``jaxgrad.diagnostics.exact_grad`` (params only), this also returns
+    the gradients with respect to ``*args``: a tuple ``(g_params, *g_args)``.
+    """
+    xs = dist.support(params)
+
+    def expectation(p, *a):
+        logp = jax.vmap(lambda x: dist.log_prob(p, x))(xs)
+        return jnp.sum(jnp.exp(logp) * jax.vmap(lambda x: f(x, *a))(xs))
+
+    return jax.grad(expectation, argnums=tuple(range(1 + len(args))))(params, *args)
+
+
+def joint(est):
+    """``est(key, params, a)`` as ``est(key, (params, a))``, so grad_samples differentiates both."""
+    return lambda key, pa: est(key, pa[0], pa[1])
+
+
+def straight_through_bernoulli(f):
+    """A biased reference ``est(key, (logits, a))``: forward the sample, backward its mean."""
+    return lambda key, pa: f(jaxgrad.straight_through_bernoulli(key, pa[0]), pa[1])
+
+
+def straight_through_categorical(f):
+    """A biased reference ``est(key, (logits, a))`` for one-hot samples of logits ``[..., K]``."""
+
+    def est(key, pa):
+        pi = jax.nn.softmax(pa[0], axis=-1)
+        noise = common.gumbel_noise(key, pa[0].shape, jnp.float32)
+        idx = jnp.argmax(jax.lax.stop_gradient(pa[0]) + noise, axis=-1)
+        x = jax.nn.one_hot(idx, pi.shape[-1], dtype=pi.dtype)
+        return f(x + pi - jax.lax.stop_gradient(pi), pa[1])
+
+    return est
+
+
+def never_differentiated(fun, message="f was differentiated with respect to x"):
+    """``fun(x)`` whose derivative raises ``AssertionError(message)``: checks black-box use of f."""
+    wrapped = jax.custom_jvp(lambda x: fun(x))
+
+    @wrapped.defjvp
+    def _jvp(primals, tangents):
+        raise AssertionError(message)
+
+    return wrapped
+
+
+def assert_unbiased_in_both(est, key, f, dist, params, a, *, num_keys):
+    """The z-test of ``est(key, (params, a))`` against the exact gradients in params and a."""
+    samples = grad_samples(est, key, (params, a), num_keys=num_keys)
+    assert_unbiased(samples, exact_grads(f, dist, params, a))
