@@ -283,7 +283,8 @@ _ENTRIES = (
         black_box=True,
         higher_order=False,
         f_evals=lambda n, s, v: n,
-        num_samples=2,
+        # With 2 samples the leave-one-out estimate of b* is the other f: RLOO.
+        num_samples=4,
         min_num_samples=2,
         reference="Goodfellow, Bengio & Courville, Deep Learning, sec. 20.9",
     ),
