@@ -127,6 +127,8 @@ def test_gumbel_keys():
 def test_categorical_shape_that_does_not_broadcast():
     with pytest.raises(ValueError, match=r"categorical: shape=\(5, 3\) does not broadcast"):
         jaxgrad.categorical(jax.random.key(0), LOGITS, shape=(5, 3))
+    with pytest.raises(ValueError, match=r"categorical: shape=\(\) does not broadcast"):
+        jaxgrad.categorical(jax.random.key(0), jnp.zeros((2, 3), F32), shape=())
 
 
 def test_normal_errors():
@@ -137,6 +139,8 @@ def test_normal_errors():
         jaxgrad.normal(key, jnp.zeros(3, F32), 1)
     with pytest.raises(ValueError, match=r"normal: shape=\(4,\) does not broadcast"):
         jaxgrad.normal(key, jnp.zeros(3, F32), jnp.ones(3, F32), shape=(4,))
+    with pytest.raises(ValueError, match=r"normal: shape=\(\) does not broadcast"):
+        jaxgrad.normal(key, jnp.zeros(3, F32), jnp.ones(3, F32), shape=())
     with pytest.raises(ValueError, match=r"normal accepts a single key"):
         jaxgrad.normal(jax.random.split(key, 2), 0.0, 1.0)
 

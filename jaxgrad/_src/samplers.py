@@ -109,8 +109,9 @@ def categorical(
       logits: unnormalized log-probabilities, floating, with the categories
         along ``axis``.
       axis: the category axis (static).
-      shape: the batch shape of the result; must broadcast with the batch shape
-        of ``logits`` (``logits.shape`` without ``axis``). Defaults to it.
+      shape: the shape of the result; the batch shape of ``logits``
+        (``logits.shape`` without ``axis``) must broadcast to it, e.g.
+        ``(n, *batch_shape)`` for ``n`` draws. Defaults to the batch shape.
 
     Returns:
       An ``int32`` array of ``shape``. Sampling carries no gradient; use a
@@ -118,7 +119,8 @@ def categorical(
 
     Raises:
       TypeError: if ``logits`` is not floating.
-      ValueError: if ``axis`` is out of range or ``key`` is a batch.
+      ValueError: if ``axis`` is out of range, ``shape`` does not fit the batch
+        shape, or ``key`` is a batch.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxgrad
@@ -140,12 +142,15 @@ def categorical(
         shape = batch_shape
     shape = tuple(shape)
     try:
-        jnp.broadcast_shapes(shape, batch_shape)
+        out_shape = jnp.broadcast_shapes(shape, batch_shape)
     except ValueError:
+        out_shape = None
+    if out_shape != shape:
         raise ValueError(
             f"{fn}: shape={shape} does not broadcast with the batch shape of logits "
-            f"{batch_shape} (logits.shape without axis {axis})."
-        ) from None
+            f"{batch_shape} (logits.shape without axis {axis}) to an output of that shape; "
+            f"pass a shape that ends with the batch shape, e.g. (n, *{batch_shape})."
+        )
     dtype = compute_dtype(logits.dtype)
     noise = gumbel(key, shape + logits.shape[-1:], dtype)
     return jnp.argmax(logits.astype(dtype) + noise, axis=-1).astype(jnp.int32)
@@ -172,8 +177,9 @@ def normal(
       key: a PRNG key.
       loc: the mean, floating.
       scale: the standard deviation, floating, positive (not checked under jit).
-      shape: the output shape; must broadcast with ``loc`` and ``scale``.
-        Defaults to their broadcast shape.
+      shape: the output shape; ``loc`` and ``scale`` must broadcast to it
+        (e.g. ``(n, *loc.shape)`` for ``n`` draws). Defaults to their broadcast
+        shape.
 
     Returns:
       An array of ``shape`` in the dtype of ``loc``/``scale``.
@@ -203,11 +209,15 @@ def normal(
     param_shape = jnp.broadcast_shapes(loc.shape, scale.shape)
     shape = param_shape if shape is None else tuple(shape)
     try:
-        jnp.broadcast_shapes(shape, param_shape)
+        out_shape = jnp.broadcast_shapes(shape, param_shape)
     except ValueError:
+        out_shape = None
+    if out_shape != shape:
         raise ValueError(
-            f"{fn}: shape={shape} does not broadcast with loc/scale of shape {param_shape}."
-        ) from None
+            f"{fn}: shape={shape} does not broadcast with loc/scale of shape {param_shape} "
+            f"to an output of that shape; pass a shape that ends with the parameters' "
+            f"shape, e.g. shape=(n, *loc.shape)."
+        )
     size = 1
     for s in shape:
         size *= s
