@@ -10,6 +10,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxgrad
 from jaxgrad._src.estimators import common
@@ -70,3 +71,16 @@ def assert_unbiased_in_both(est, key, f, dist, params, a, *, num_keys):
     """The z-test of ``est(key, (params, a))`` against the exact gradients in params and a."""
     samples = grad_samples(est, key, (params, a), num_keys=num_keys)
     assert_unbiased(samples, exact_grads(f, dist, params, a))
+
+
+def coupled_coins(x, a):
+    """A cost of D coins, smooth on [0, 1]^D (relaxations evaluate it there), not separable."""
+    s = jnp.sum(x * a)
+    return jnp.sin(2.0 * s) + (s - 0.3) ** 2 + jnp.prod(1.0 + 0.5 * x * a)
+
+
+def coins_problem(d):
+    """Logits and the cost's argument ``a`` for ``d`` coins (float32)."""
+    logits = jnp.asarray(np.linspace(-1.2, 1.5, d) if d > 1 else [0.7], jnp.float32)
+    a = jnp.asarray(np.linspace(0.3, 1.1, d), jnp.float32)
+    return logits, a

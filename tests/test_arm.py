@@ -31,6 +31,8 @@ import numpy as np
 import pytest
 from helpers import (
     assert_unbiased_in_both,
+    coins_problem,
+    coupled_coins,
     joint,
     never_differentiated,
     straight_through_bernoulli,
@@ -43,10 +45,7 @@ from jaxgrad.diagnostics import grad_samples
 NUM_KEYS = 20_000
 
 
-def f_nonlinear(x, a):
-    """Couples the coins: neither separable nor multilinear-trivial."""
-    s = jnp.sum(x * a)
-    return jnp.sin(2.0 * s) + (s - 0.3) ** 2 + jnp.prod(1.0 + 0.5 * x * a)
+f_nonlinear = coupled_coins
 
 
 ESTIMATORS = {
@@ -56,10 +55,7 @@ ESTIMATORS = {
 }
 
 
-def _problem(d):
-    logits = jnp.asarray(np.linspace(-1.2, 1.5, d) if d > 1 else [0.7], jnp.float32)
-    a = jnp.asarray(np.linspace(0.3, 1.1, d), jnp.float32)
-    return logits, a
+_problem = coins_problem
 
 
 # D = 1, 3, 10 between them; one compiled program per case.
@@ -74,6 +70,7 @@ def test_unbiased(name, d, key):
 
 
 def test_power_rejects_straight_through(key):
+    """The z-test above rejects straight-through on the same problem (shared with REBAR/RELAX)."""
     logits, a = _problem(3)
     st = straight_through_bernoulli(f_nonlinear)
     with pytest.raises(AssertionError, match="biased"):

@@ -9,9 +9,10 @@ import optax
 import pytest
 from helpers import (
     assert_unbiased_in_both,
+    coins_problem,
+    coupled_coins,
     joint,
     never_differentiated,
-    straight_through_bernoulli,
 )
 
 import jaxgrad
@@ -21,10 +22,7 @@ from jaxgrad.diagnostics import grad_samples
 NUM_KEYS = 20_000
 
 
-def f_nonlinear(x, a):
-    """Smooth on [0, 1]^D (REBAR evaluates it at relaxed points) and coupling the coins."""
-    s = jnp.sum(x * a)
-    return jnp.sin(2.0 * s) + (s - 0.3) ** 2 + jnp.prod(1.0 + 0.5 * x * a)
+f_nonlinear = coupled_coins
 
 
 def cv_net(z, phi, a):
@@ -36,10 +34,7 @@ def cv_net(z, phi, a):
 PHI = jnp.asarray([0.8, np.log(0.4), 0.3, 0.1], jnp.float32)
 
 
-def _problem(d):
-    logits = jnp.asarray(np.linspace(-1.2, 1.5, d) if d > 1 else [0.7], jnp.float32)
-    a = jnp.asarray(np.linspace(0.3, 1.1, d), jnp.float32)
-    return logits, a
+_problem = coins_problem
 
 
 _REBAR = jaxgrad.rebar(f_nonlinear)
@@ -53,22 +48,15 @@ ESTIMATORS = {  # (logits, a) as one pytree, so both gradients are checked
 }
 
 
-# D = 1, 3, 10 between them; one compiled program per case.
+# D = 1, 3, 10 between them; one compiled program per case. The power check of
+# this z-test on the same coins problem (it rejects straight-through) is
+# tests/test_arm.py::test_power_rejects_straight_through.
 @pytest.mark.parametrize(("name", "d"), [("rebar", 1), ("relax", 3), ("rebar-tuned", 10)])
 def test_unbiased(name, d, key):
     logits, a = _problem(d)
     assert_unbiased_in_both(
         ESTIMATORS[name], key, f_nonlinear, jaxgrad.dists.bernoulli, logits, a, num_keys=NUM_KEYS
     )
-
-
-def test_power_rejects_straight_through(key):
-    logits, a = _problem(3)
-    st = straight_through_bernoulli(f_nonlinear)
-    with pytest.raises(AssertionError, match="biased"):
-        assert_unbiased_in_both(
-            st, key, f_nonlinear, jaxgrad.dists.bernoulli, logits, a, num_keys=NUM_KEYS
-        )
 
 
 # ------------------------------------------------------------ fixed noise
