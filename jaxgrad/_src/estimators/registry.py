@@ -16,6 +16,7 @@ averages ``f(sample, *args)`` over ``num_samples`` relaxed samples, so that
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -138,63 +139,41 @@ def _support(variable: str, shape: tuple[int, ...]) -> int:
 # estimator module (and so the modules stay independent of one another).
 
 
-def _score_function(f, *, dist, num_samples):
-    from jaxgrad._src.estimators.score_function import score_function
+def _lazy(
+    module: str,
+    name: str,
+    *,
+    takes_dist: bool = False,
+    takes_num_samples: bool = True,
+    **options: Any,
+) -> Builder:
+    """``build(f, *, dist, num_samples)`` calling ``jaxgrad._src.estimators.module.name``.
 
-    return score_function(f, dist=dist, num_samples=num_samples)
+    ``takes_dist`` and ``takes_num_samples`` say which of the uniform arguments
+    the transformation accepts; ``options`` are passed on as they are.
+    """
 
+    def build(f, *, dist: Any, num_samples: int):
+        transform = getattr(importlib.import_module(f"jaxgrad._src.estimators.{module}"), name)
+        kwargs = dict(options)
+        if takes_dist:
+            kwargs["dist"] = dist
+        if takes_num_samples:
+            kwargs["num_samples"] = num_samples
+        return transform(f, **kwargs)
 
-def _rloo(f, *, dist, num_samples):
-    from jaxgrad._src.estimators.score_function import rloo
-
-    return rloo(f, dist=dist, num_samples=num_samples)
-
-
-def _optimal(f, *, dist, num_samples):
-    from jaxgrad._src.estimators.score_function import score_function
-
-    return score_function(f, dist=dist, num_samples=num_samples, baseline="optimal")
-
-
-def _pathwise(f, *, dist, num_samples):
-    from jaxgrad._src.estimators.pathwise import pathwise
-
-    return pathwise(f, dist=dist, num_samples=num_samples)
-
-
-def _measure_valued(f, *, dist, num_samples):
-    del dist
-    from jaxgrad._src.estimators.measure_valued import measure_valued
-
-    return measure_valued(f, num_samples=num_samples)
+    return build
 
 
-def _exact(f, *, dist, num_samples):
-    del num_samples
-    from jaxgrad._src.estimators.exact import exact
-
-    return exact(f, dist=dist)
-
-
-def _arm(f, *, dist, num_samples):
-    del dist
-    from jaxgrad._src.estimators.arm import arm
-
-    return arm(f, num_samples=num_samples)
-
-
-def _disarm(f, *, dist, num_samples):
-    del dist
-    from jaxgrad._src.estimators.arm import disarm
-
-    return disarm(f, num_samples=num_samples)
-
-
-def _rebar(f, *, dist, num_samples):
-    del dist
-    from jaxgrad._src.estimators.rebar import rebar
-
-    return rebar(f, num_samples=num_samples)
+_score_function = _lazy("score_function", "score_function", takes_dist=True)
+_rloo = _lazy("score_function", "rloo", takes_dist=True)
+_optimal = _lazy("score_function", "score_function", takes_dist=True, baseline="optimal")
+_pathwise = _lazy("pathwise", "pathwise", takes_dist=True)
+_measure_valued = _lazy("measure_valued", "measure_valued")
+_exact = _lazy("exact", "exact", takes_dist=True, takes_num_samples=False)
+_arm = _lazy("arm", "arm")
+_disarm = _lazy("arm", "disarm")
+_rebar = _lazy("rebar", "rebar")
 
 
 def _relax(f, *, dist, num_samples):
@@ -219,18 +198,8 @@ def _relax(f, *, dist, num_samples):
     return with_initial_phi
 
 
-def _indecater(f, *, dist, num_samples):
-    del dist
-    from jaxgrad._src.estimators.indecater import indecater
-
-    return indecater(f, num_samples=num_samples)
-
-
-def _unordered_set(f, *, dist, num_samples):
-    del dist
-    from jaxgrad._src.estimators.unordered_set import unordered_set
-
-    return unordered_set(f, num_samples=num_samples)
+_indecater = _lazy("indecater", "indecater")
+_unordered_set = _lazy("unordered_set", "unordered_set")
 
 
 def _relaxation(sampler_name: str, **options: Any) -> Builder:
