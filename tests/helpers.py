@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxgrad
-from jaxgrad._src.estimators import common
+from jaxgrad._src import samplers
 from jaxgrad.diagnostics import assert_unbiased, grad_samples
 
 
@@ -48,7 +48,7 @@ def straight_through_categorical(f):
 
     def est(key, pa):
         pi = jax.nn.softmax(pa[0], axis=-1)
-        noise = common.gumbel_noise(key, pa[0].shape, jnp.float32)
+        noise = samplers.gumbel(key, pa[0].shape, jnp.float32)
         idx = jnp.argmax(jax.lax.stop_gradient(pa[0]) + noise, axis=-1)
         x = jax.nn.one_hot(idx, pi.shape[-1], dtype=pi.dtype)
         return f(x + pi - jax.lax.stop_gradient(pi), pa[1])

@@ -39,7 +39,7 @@ from helpers import (
 )
 
 import jaxgrad
-from jaxgrad._src.estimators import common
+from jaxgrad._src import samplers
 from jaxgrad.diagnostics import grad_samples
 
 NUM_KEYS = 20_000
@@ -86,7 +86,7 @@ def test_power_rejects_straight_through(key):
 def _on_fixed_noise(key, logits, a):
     """ARM and DisARM estimates, and the formulas evaluated on the same uniforms."""
     k_arm, k_disarm = jax.random.clone(key), jax.random.clone(key)
-    u = common.uniform_noise(key, (1, *logits.shape), jnp.float32)[0]  # what est draws
+    u = samplers.uniform_open(key, (1, *logits.shape), jnp.float32)[0]  # what est draws
     p = jax.nn.sigmoid(logits)
     b, b_anti = (u < p).astype(jnp.float32), (1 - u < p).astype(jnp.float32)
     f_b, f_anti = f_nonlinear(b, a), f_nonlinear(b_anti, a)

@@ -15,7 +15,7 @@ from helpers import (
 )
 
 import jaxgrad
-from jaxgrad._src.estimators import common
+from jaxgrad._src import samplers
 
 NUM_KEYS = 20_000
 W = jnp.asarray(np.linspace(-1.0, 1.0, 12).reshape(3, 4), jnp.float32)
@@ -57,7 +57,7 @@ def _on_fixed_noise(key, logits, a):
     """IndeCateR with two samples and the formula written with explicit loops."""
     k_est = jax.random.clone(key)
     n, (d, k) = 2, logits.shape
-    noise = common.gumbel_noise(key, (n, d, k), jnp.float32)  # what est draws
+    noise = samplers.gumbel(key, (n, d, k), jnp.float32)  # what est draws
     idx = jnp.argmax(logits + noise, axis=-1)  # [n, d]
     pi = jax.nn.softmax(logits, axis=-1)
     grad = jnp.zeros_like(logits)

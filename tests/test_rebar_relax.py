@@ -16,7 +16,7 @@ from helpers import (
 )
 
 import jaxgrad
-from jaxgrad._src.estimators import common
+from jaxgrad._src import samplers
 from jaxgrad.diagnostics import grad_samples
 
 NUM_KEYS = 20_000
@@ -67,7 +67,7 @@ def _rebar_on_fixed_noise(key, logits, a):
     """REBAR, RELAX with REBAR's control variate, and the formula on the same noise."""
     k_rebar, k_relax = jax.random.clone(key), jax.random.clone(key)
     temperature, eta = 0.4, 0.7
-    uv = common.uniform_noise(key, (2, 1, *logits.shape), jnp.float32)  # what est draws
+    uv = samplers.uniform_open(key, (2, 1, *logits.shape), jnp.float32)  # what est draws
     u, v = uv[0, 0], uv[1, 0]
     p = jax.nn.sigmoid(logits)
     b = (u > 1 - p).astype(jnp.float32)

@@ -29,7 +29,7 @@ def _antithetic(fn: str, f: Callable[..., Array], num_samples: int, weight: Call
         cdtype = samplers.compute_dtype(logits.dtype)
         shape = logits.shape
         l = jax.lax.stop_gradient(logits).astype(cdtype)
-        u = common.uniform_noise(key, (num_samples, *shape), cdtype)
+        u = samplers.uniform_open(key, (num_samples, *shape), cdtype)
         p = jax.nn.sigmoid(l)
         b = (u < p).astype(logits.dtype)  # the sample
         b_anti = (1.0 - u < p).astype(logits.dtype)  # its antithetic partner

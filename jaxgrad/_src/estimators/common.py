@@ -151,34 +151,6 @@ def with_gradient(value: Array, params: Any, grad: Any, *, differentiable: bool 
     return value + sum(leaves).astype(value.dtype)
 
 
-#: Flat noise of 8 or more numbers is drawn in blocks of this many (see :func:`uniform_noise`).
-NOISE_BLOCK = 32
-
-
-def uniform_noise(key: Any, shape: tuple[int, ...], dtype: Any) -> Array:
-    """Uniform noise on ``(tiny, 1)`` of ``shape``, drawn flat.
-
-    Equivalent in law to ``samplers.uniform_open``. Threefry draws of a
-    middling flat size (e.g. 10 numbers) compile about twice as slowly on CPU
-    under ``vmap`` as a draw of 32, so sizes from 8 up are rounded up to a
-    multiple of :data:`NOISE_BLOCK` and the surplus discarded. Smaller draws
-    (the one-coin toys of variance studies) are left exact: padding a single
-    number to 32 made a million-key study several times slower.
-    """
-    size = 1
-    for s in shape:
-        size *= s
-    padded = size if size < 8 else -(-size // NOISE_BLOCK) * NOISE_BLOCK
-    dtype = jnp.dtype(dtype)
-    u = jax.random.uniform(key, (padded,), dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
-    return u[:size].reshape(shape)
-
-
-def gumbel_noise(key: Any, shape: tuple[int, ...], dtype: Any) -> Array:
-    """Standard Gumbel noise ``-log(-log U)`` from :func:`uniform_noise` (always finite)."""
-    return -jnp.log(-jnp.log(uniform_noise(key, shape, dtype)))
-
-
 def sample_n(dist: Any, key: Any, params: Any, num_samples: int) -> Any:
     """``num_samples`` independent joint samples of ``dist``, stacked on a new leading axis.
 

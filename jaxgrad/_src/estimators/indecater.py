@@ -92,7 +92,7 @@ def indecater(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[...,
         l = jax.lax.stop_gradient(logits).astype(cdtype).reshape(num_vars, num_classes)
 
         # N joint samples by Gumbel-max, as class indices [N, D].
-        noise = common.gumbel_noise(key, (num_samples, num_vars, num_classes), cdtype)
+        noise = samplers.gumbel(key, (num_samples, num_vars, num_classes), cdtype)
         idx = jnp.argmax(l + noise, axis=-1).astype(jnp.int32)
 
         # Evaluation points: sample n with variable d set to class k -> [N, D, K, D].

@@ -39,7 +39,7 @@ Array = jax.Array
 
 def _logistic_pair(key: Any, num_samples: int, shape: tuple, dtype: Any) -> tuple[Array, Array]:
     """Uniform noise ``u`` (for ``z``) and ``v`` (for ``z~ | b``), ``[num_samples, *shape]``."""
-    uv = common.uniform_noise(key, (2, num_samples, *shape), dtype)
+    uv = samplers.uniform_open(key, (2, num_samples, *shape), dtype)
     return uv[0], uv[1]
 
 

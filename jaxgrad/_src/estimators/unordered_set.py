@@ -187,7 +187,7 @@ def _beam_sample(key: Any, log_pi: Array, k: int) -> tuple[Array, Array]:
     """
     num_vars, num_classes = log_pi.shape
     dtype = log_pi.dtype
-    noise = common.gumbel_noise(key, (1 + num_vars * k * num_classes,), dtype)
+    noise = samplers.gumbel(key, (1 + num_vars * k * num_classes,), dtype)
     g_root, noise = noise[0], noise[1:].reshape(num_vars, k, num_classes)
     neg_inf = jnp.asarray(-jnp.inf, dtype)
     g0 = jnp.where(jnp.arange(k, dtype=jnp.int32) == 0, g_root, neg_inf)
