@@ -30,8 +30,10 @@
 # with jupytext. It takes well under a minute on two CPU cores.
 
 # %%
+import os
 import pathlib
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -47,26 +49,44 @@ start = time.perf_counter()
 # ## Data
 #
 # Binarized MNIST (28 x 28 binary images, stored as packed bits) is read from
-# `shared/data/binarized_mnist.npz` next to the repository if it is there. If it
-# is not, we fall back to a small synthetic binary data set: noisy copies of a
-# few random binary prototypes, which also has low-dimensional binary structure
-# for the latent code to find. We train on a subset of 2,000 images.
+# `$JAXGRAD_DATA` (the `.npz` file, or a folder holding `binarized_mnist.npz`),
+# by default `../shared/data/binarized_mnist.npz` beside the repository. If it
+# is missing, the notebook says so loudly and falls back to a small synthetic
+# binary data set: noisy copies of a few random binary prototypes, which also
+# has low-dimensional binary structure for the latent code to find; none of the
+# numbers below are then MNIST numbers. We train on a subset of 2,000 images.
+#
+# `JAXGRAD_NOTEBOOK_QUICK=1` (set by the test suite) runs the same notebook at a
+# reduced size: fewer steps and keys, so that the suite can execute it quickly.
 
 # %%
-NUM_TRAIN, BATCH, LATENT, STEPS = 2000, 100, 32, 600
-DATA = pathlib.Path(__file__).resolve().parents[2] / "shared/data/binarized_mnist.npz"
+QUICK = os.environ.get("JAXGRAD_NOTEBOOK_QUICK", "") not in ("", "0")
+NUM_TRAIN, BATCH, LATENT = 2000, 100, 32
+QUICK_SIZES, FULL_SIZES = (120, 200, 4000, 2000), (600, 500, 20_000, 10_000)
+STEPS, VAR_KEYS, REF_KEYS, BIAS_KEYS = QUICK_SIZES if QUICK else FULL_SIZES
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DATA = pathlib.Path(os.environ.get("JAXGRAD_DATA") or REPO.parent / "shared" / "data")
+if DATA.is_dir():
+    DATA = DATA / "binarized_mnist.npz"
 
 if DATA.exists():
-    with np.load(DATA) as d:
+    with np.load(DATA, allow_pickle=False) as d:
         x_all = np.unpackbits(d["train"], axis=1)[:, :784]
     x_train = x_all[np.random.default_rng(0).permutation(len(x_all))[:NUM_TRAIN]]
-    print(f"binarized MNIST from {DATA.name}: using {NUM_TRAIN} of {len(x_all)} images")
+    print(f"binarized MNIST from {DATA}: using {NUM_TRAIN} of {len(x_all)} images")
 else:
     rng = np.random.default_rng(0)
     prototypes = rng.random((10, 784)) < 0.3
     flips = rng.random((NUM_TRAIN, 784)) < 0.05
     x_train = prototypes[rng.integers(0, 10, NUM_TRAIN)] ^ flips
-    print(f"{DATA} not found: using {NUM_TRAIN} synthetic binary images instead")
+    banner = "!" * 78
+    warnings.warn(
+        f"\n{banner}\nbinarized MNIST NOT FOUND at {DATA}.\nSet JAXGRAD_DATA to the .npz "
+        f"(or its folder). Falling back to {NUM_TRAIN} SYNTHETIC binary images: the numbers "
+        f"below are NOT MNIST numbers.\n{banner}",
+        stacklevel=1,
+    )
+    print(f"SYNTHETIC DATA: {DATA} not found; using {NUM_TRAIN} synthetic binary images")
 x_train = jnp.asarray(x_train, jnp.float32)
 print("data", x_train.shape, x_train.dtype, "pixel mean", float(x_train.mean()))
 
@@ -214,11 +234,11 @@ for name, (est, _) in ESTIMATORS.items():
     for i in range(STEPS):
         xb = x_train[batch_order[i] * BATCH : (batch_order[i] + 1) * BATCH]
         params, opt_state, value = step(params, opt_state, step_keys[i], xb)
-        if i % 200 == 0 or i == STEPS - 1:
+        if i % (STEPS // 3) == 0 or i == STEPS - 1:
             curve.append(float(value))
     trained[name], curves[name] = params, curve
     print(
-        f"{name:20} {time.perf_counter() - t0:5.1f} s; batch -ELBO at steps 0, 200, 400, last:",
+        f"{name:20} {time.perf_counter() - t0:5.1f} s; batch -ELBO at steps 0, 1/3, 2/3, last:",
         np.round(curve, 1),
     )
 
@@ -228,9 +248,10 @@ for name, (est, _) in ESTIMATORS.items():
 # * the final negative ELBO on the 2,000 training images, with 10 latent samples
 #   per image (an ordinary Monte Carlo average, independent of the estimator);
 # * the variance of the encoder-logit gradient at each model's final parameters,
-#   from 500 independent keys (`jaxgrad.diagnostics.grad_stats`) on 20 images,
-#   summed over the 32 latents and averaged over the images; multiplied by the
-#   number of `f` evaluations it gives a cost-adjusted comparison.
+#   from 500 independent keys (200 in the quick run;
+#   `jaxgrad.diagnostics.grad_stats`) on 20 images, summed over the 32 latents
+#   and averaged over the images; multiplied by the number of `f` evaluations
+#   it gives a cost-adjusted comparison.
 
 # %%
 x_var = x_train[:20]
@@ -254,7 +275,7 @@ for name, (est, evals) in ESTIMATORS.items():
         encoder(enc, x_var),
         dec,
         x_var,
-        num_keys=500,
+        num_keys=VAR_KEYS,
     )
     var = s.total_variance / x_var.shape[0]
     print(f"{name:20} {evals:7d} {nelbo:11.2f} {var:10.3g} {var * evals:11.3g}")
@@ -274,10 +295,10 @@ for name, (est, evals) in ESTIMATORS.items():
 #
 # Variance is only half of the story: at one common point (the DisARM-trained
 # model) we compare each estimator's mean encoder-logit gradient with a
-# reference, the mean of 20,000 DisARM estimates. The unbiased estimators differ
-# from it only by Monte Carlo noise (compare with the noise floor, the combined
-# standard error); straight-through differs by much more: it converges to the
-# wrong gradient however many samples are averaged.
+# reference, the mean of 20,000 DisARM estimates (4,000 in the quick run). The
+# unbiased estimators differ from it only by Monte Carlo noise (compare with the
+# noise floor, the combined standard error); straight-through differs by much
+# more: it converges to the wrong gradient however many samples are averaged.
 
 # %%
 enc, dec = trained["DisARM"]
@@ -288,7 +309,7 @@ reference = jaxgrad.diagnostics.grad_stats(
     logits_var,
     dec,
     x_var,
-    num_keys=20_000,
+    num_keys=REF_KEYS,
 )
 print(f"{'estimator':20} {'|mean - reference|':>18} {'noise floor':>11}")
 for name, (est, _) in ESTIMATORS.items():
@@ -298,7 +319,7 @@ for name, (est, _) in ESTIMATORS.items():
         logits_var,
         dec,
         x_var,
-        num_keys=10_000,
+        num_keys=BIAS_KEYS,
     )
     gap = float(np.linalg.norm(s.mean - reference.mean))
     floor = float(np.sqrt(np.sum(s.stderr**2 + reference.stderr**2)))

@@ -200,6 +200,26 @@ def gaussian(
 
 #: The standard location of the data set, relative to the repository root.
 DEFAULT_DATA = os.path.join("..", "shared", "data", "binarized_mnist.npz")
+#: The environment variable that overrides it: an ``.npz`` file, or a folder holding
+#: ``binarized_mnist.npz``.
+DATA_ENV = "JAXGRAD_DATA"
+
+
+def default_data_path() -> str:
+    """Where the binarized MNIST ``.npz`` is looked for when no path is given.
+
+    ``$JAXGRAD_DATA`` if it is set (a file, or a folder holding
+    ``binarized_mnist.npz``); otherwise :data:`DEFAULT_DATA` resolved against
+    the repository root (the folder above the ``jaxgrad`` package), so the
+    answer does not depend on the working directory. The file may not exist;
+    :func:`load_binarized_mnist` says so.
+    """
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return os.path.join(env, "binarized_mnist.npz") if os.path.isdir(env) else env
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.path.normpath(os.path.join(repo, DEFAULT_DATA))
+
 _DATA_FORMAT = (
     "expected an .npz with uint8 arrays 'train', 'valid', 'test' of shape (N, 98): "
     "784 pixels per row packed with numpy.packbits"
