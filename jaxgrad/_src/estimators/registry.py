@@ -11,6 +11,11 @@ Relaxations and straight-through samplers (``gumbel_softmax``, ``reinmax``,
 ...) are registered too, wrapped as estimators: ``est(key, logits, *args)``
 averages ``f(sample, *args)`` over ``num_samples`` relaxed samples, so that
 ``jax.grad`` of it is the (biased) relaxed or straight-through gradient.
+
+Build options shared by every entry: ``temperature`` (entries that have one,
+see :attr:`EstimatorInfo.temperature`; a float or a traced array, so an
+annealing schedule under ``jit`` does not recompile) and ``f_takes_key`` (the
+cost is ``f(x, key, *args)`` with one independent key per evaluation).
 """
 
 from __future__ import annotations
@@ -41,8 +46,9 @@ class EstimatorInfo:
 
     Attributes:
       name: the registry key.
-      build: ``build(f, *, dist, num_samples) -> est`` with
-        ``est(key, params, *args)``.
+      builder: ``builder(f, *, dist, num_samples, f_takes_key[, temperature])
+        -> est``, the factory behind :meth:`build` (``temperature`` is passed
+        only to entries that have one). Call :meth:`build` instead.
       variables: the variable types it applies to (``"bernoulli"``,
         ``"categorical"``, ``"normal"``).
       unbiased: whether ``E[grad est] = grad E[f]`` exactly.
@@ -56,10 +62,15 @@ class EstimatorInfo:
       relaxation: whether it is a relaxation / straight-through sampler
         wrapped as an estimator rather than an estimator transformation.
       reference: the paper.
+      temperature: the default temperature of entries that have one (the
+        relaxations, their straight-through versions, ReinMax, Gumbel-Rao,
+        and REBAR/RELAX's relaxed control variate ``f(sigmoid(z / lam))``);
+        ``None`` for entries without a temperature, whose :meth:`build`
+        refuses one.
     """
 
     name: str
-    build: Builder
+    builder: Builder
     variables: frozenset[str]
     unbiased: bool
     black_box: bool
@@ -69,6 +80,52 @@ class EstimatorInfo:
     min_num_samples: int = 1
     relaxation: bool = False
     reference: str = ""
+    temperature: float | None = None
+
+    def build(
+        self,
+        f: Callable[..., Array],
+        *,
+        dist: Any,
+        num_samples: int,
+        temperature: Any = None,
+        f_takes_key: bool = False,
+    ) -> Callable[..., Array]:
+        """Builds the estimator ``est(key, params, *args)`` for the cost ``f``.
+
+        Args:
+          f: the cost ``f(x, *args) -> scalar`` for one sample (with
+            ``f_takes_key``, ``f(x, key, *args)``).
+          dist: the distribution spec (``jaxgrad.dists.bernoulli``, ...);
+            entries specialized to one family ignore it.
+          num_samples: samples per estimate (static; see ``min_num_samples``).
+          temperature: for entries with a temperature (``self.temperature``
+            is not ``None``), a positive float or a (possibly traced) array;
+            ``None`` means ``self.temperature``. It is never branched on in
+            Python, so an annealed temperature under ``jit`` compiles once.
+          f_takes_key: if true, ``f`` is called as ``f(x, key, *args)`` with
+            an independent key for every evaluation (see
+            ``jaxgrad.score_function``).
+
+        Returns:
+          ``est(key, params, *args) -> scalar``.
+
+        Raises:
+          ValueError: if ``temperature`` is given to an entry without one.
+        """
+        kwargs: dict[str, Any] = {}
+        if self.temperature is not None:
+            kwargs["temperature"] = self.temperature if temperature is None else temperature
+        elif temperature is not None:
+            with_temperature = [e.name for e in _ENTRIES if e.temperature is not None]
+            raise ValueError(
+                f"ESTIMATORS[{self.name!r}].build: {self.name} has no temperature, got "
+                f"temperature={checks._describe(temperature)}; pass temperature=None "
+                f"(entries with one: {', '.join(with_temperature)})."
+            )
+        return self.builder(
+            f, dist=dist, num_samples=num_samples, f_takes_key=bool(f_takes_key), **kwargs
+        )
 
     def applies_to(self, variable: str) -> bool:
         """Whether this estimator handles variables of type ``variable``."""
@@ -147,19 +204,22 @@ def _lazy(
     takes_num_samples: bool = True,
     **options: Any,
 ) -> Builder:
-    """``build(f, *, dist, num_samples)`` calling ``jaxgrad._src.estimators.module.name``.
+    """``builder(f, *, dist, num_samples, ...)`` calling ``jaxgrad._src.estimators.module.name``.
 
     ``takes_dist`` and ``takes_num_samples`` say which of the uniform arguments
-    the transformation accepts; ``options`` are passed on as they are.
+    the transformation accepts; ``options`` and any further keyword (a
+    ``temperature``) are passed on as they are.
     """
 
-    def build(f, *, dist: Any, num_samples: int):
+    def build(f, *, dist: Any, num_samples: int, f_takes_key: bool = False, **extra: Any):
         transform = getattr(importlib.import_module(f"jaxgrad._src.estimators.{module}"), name)
-        kwargs = dict(options)
+        kwargs = dict(options, **extra)
         if takes_dist:
             kwargs["dist"] = dist
         if takes_num_samples:
             kwargs["num_samples"] = num_samples
+        if f_takes_key:
+            kwargs["f_takes_key"] = True
         return transform(f, **kwargs)
 
     return build
@@ -176,18 +236,20 @@ _disarm = _lazy("arm", "disarm")
 _rebar = _lazy("rebar", "rebar")
 
 
-def _relax(f, *, dist, num_samples):
+def _relax(f, *, dist, num_samples, f_takes_key=False, temperature=0.5):
     """RELAX with the paper's control-variate family at its initial value.
 
-    ``c_phi(z) = f(sigmoid(z / 0.5)) + <phi, z>`` with ``phi = 0``: the relaxed
-    cost plus a linear residual, untrained (a study measures the estimator as a
-    user would find it before tuning ``phi`` with ``variance_loss``).
+    ``c_phi(z) = f(sigmoid(z / temperature)) + <phi, z>`` with ``phi = 0``: the
+    relaxed cost plus a linear residual, untrained (a study measures the
+    estimator as a user would find it before tuning ``phi`` with
+    ``variance_loss``).
     """
-    del dist
+    del dist, f_takes_key  # f_takes_key: item B
     from jaxgrad._src.estimators.rebar import relax
 
     def control_variate(z, phi, *args):
-        return f(jax.nn.sigmoid(z / 0.5), *args) + jnp.sum(phi * z)
+        lam = jnp.asarray(temperature).astype(z.dtype)
+        return f(jax.nn.sigmoid(z / lam), *args) + jnp.sum(phi * z)
 
     est = relax(f, control_variate, num_samples=num_samples)
 
@@ -203,14 +265,21 @@ _unordered_set = _lazy("unordered_set", "unordered_set")
 
 
 def _relaxation(sampler_name: str, **options: Any) -> Builder:
-    def build(f, *, dist, num_samples):
-        del dist
+    """``builder`` wrapping ``relaxations.sampler_name(key, logits, **options, **extra)``.
+
+    ``extra`` is the build-time ``temperature`` of entries that have one (an
+    array is captured as a constant or a tracer, never branched on).
+    """
+
+    def build(f, *, dist, num_samples, f_takes_key=False, **extra):
+        del dist, f_takes_key  # f_takes_key: item B
         from jaxgrad._src import relaxations
 
         sampler = getattr(relaxations, sampler_name)
+        kwargs = dict(options, **extra)
         return sampler_estimator(
             f,
-            lambda key, logits: sampler(key, logits, **options),
+            lambda key, logits: sampler(key, logits, **kwargs),
             num_samples=num_samples,
             name=sampler_name,
         )
@@ -316,6 +385,7 @@ _ENTRIES = (
         higher_order=False,
         f_evals=lambda n, s, v: 3 * n,
         reference="Tucker et al. 2017, https://arxiv.org/abs/1703.07370",
+        temperature=0.5,
     ),
     EstimatorInfo(
         "relax",
@@ -326,6 +396,7 @@ _ENTRIES = (
         higher_order=False,
         f_evals=lambda n, s, v: 3 * n,
         reference="Grathwohl et al. 2018, https://arxiv.org/abs/1711.00123",
+        temperature=0.5,
     ),
     EstimatorInfo(
         "indecater",
@@ -373,7 +444,7 @@ _ENTRIES = (
     ),
     EstimatorInfo(
         "relaxed-bernoulli",
-        _relaxation("relaxed_bernoulli", temperature=0.5),
+        _relaxation("relaxed_bernoulli"),
         frozenset({BERNOULLI}),
         unbiased=False,
         black_box=False,
@@ -381,10 +452,11 @@ _ENTRIES = (
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Maddison, Mnih & Teh 2017, https://arxiv.org/abs/1611.00712",
+        temperature=0.5,
     ),
     EstimatorInfo(
         "st-relaxed-bernoulli",
-        _relaxation("relaxed_bernoulli", temperature=0.5, hard=True),
+        _relaxation("relaxed_bernoulli", hard=True),
         frozenset({BERNOULLI}),
         unbiased=False,
         black_box=False,
@@ -392,10 +464,11 @@ _ENTRIES = (
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Jang, Gu & Poole 2017, https://arxiv.org/abs/1611.01144",
+        temperature=0.5,
     ),
     EstimatorInfo(
         "gumbel-softmax",
-        _relaxation("gumbel_softmax", temperature=0.5),
+        _relaxation("gumbel_softmax"),
         frozenset({CATEGORICAL}),
         unbiased=False,
         black_box=False,
@@ -403,10 +476,11 @@ _ENTRIES = (
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Jang, Gu & Poole 2017, https://arxiv.org/abs/1611.01144",
+        temperature=0.5,
     ),
     EstimatorInfo(
         "st-gumbel-softmax",
-        _relaxation("gumbel_softmax", temperature=0.5, hard=True),
+        _relaxation("gumbel_softmax", hard=True),
         frozenset({CATEGORICAL}),
         unbiased=False,
         black_box=False,
@@ -414,10 +488,11 @@ _ENTRIES = (
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Jang, Gu & Poole 2017, https://arxiv.org/abs/1611.01144",
+        temperature=0.5,
     ),
     EstimatorInfo(
         "gumbel-rao",
-        _relaxation("gumbel_rao", temperature=0.5, num_samples=10),
+        _relaxation("gumbel_rao", num_samples=10),
         frozenset({CATEGORICAL}),
         unbiased=False,
         black_box=False,
@@ -425,10 +500,11 @@ _ENTRIES = (
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Paulus, Maddison & Krause 2021, https://arxiv.org/abs/2010.04838",
+        temperature=0.5,
     ),
     EstimatorInfo(
         "reinmax",
-        _relaxation("reinmax", temperature=1.0),
+        _relaxation("reinmax"),
         frozenset({CATEGORICAL}),
         unbiased=False,
         black_box=False,
@@ -436,6 +512,7 @@ _ENTRIES = (
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Liu et al. 2023, https://arxiv.org/abs/2304.08612",
+        temperature=1.0,
     ),
 )
 
