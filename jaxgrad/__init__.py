@@ -14,7 +14,8 @@ Public API, by layer (data flows one way, top to bottom):
 * estimator transformations (``_src/estimators/``): ``score_function``,
   ``rloo``, ``pathwise``, ``measure_valued``, ``exact``, ``arm``, ``disarm``,
   ``rebar``, ``relax``, ``variance_loss``, ``indecater``, ``unordered_set``,
-  ``magic_box``; the ``baselines`` module; the registry ``ESTIMATORS``;
+  ``magic_box``, ``ScoreFunctionAux`` (the aux of ``return_f_values=True``);
+  the ``baselines`` module; the registry ``ESTIMATORS``;
 * studies: the ``diagnostics`` module and the ``jaxgrad study`` command.
 """
 
@@ -33,6 +34,7 @@ from jaxgrad._src.estimators.rebar import relax as relax
 from jaxgrad._src.estimators.rebar import variance_loss as variance_loss
 from jaxgrad._src.estimators.registry import ESTIMATORS as ESTIMATORS
 from jaxgrad._src.estimators.registry import EstimatorInfo as EstimatorInfo
+from jaxgrad._src.estimators.score_function import ScoreFunctionAux as ScoreFunctionAux
 from jaxgrad._src.estimators.score_function import rloo as rloo
 from jaxgrad._src.estimators.score_function import score_function as score_function
 from jaxgrad._src.estimators.unordered_set import unordered_set as unordered_set
@@ -54,6 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ESTIMATORS",
     "EstimatorInfo",
+    "ScoreFunctionAux",
     "arm",
     "baselines",
     "categorical",

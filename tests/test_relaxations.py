@@ -467,11 +467,57 @@ def test_reinmax_is_unbiased_for_quadratic_costs_at_temperature_one():
     assert np.max(np.abs(g_sc.mean(0) - exact) / (g_sc.std(0) / np.sqrt(n))) > 5
 
 
-def test_gumbel_rao_is_reverse_mode_only():
-    with pytest.raises(TypeError, match="forward-mode"):
-        jax.jvp(
-            lambda l: jaxgrad.gumbel_rao(_key(44), l), (jnp.zeros(3, F32),), (jnp.ones(3, F32),)
+def test_gumbel_rao_differentiation_modes_are_as_documented():
+    """Reverse mode and second derivatives with a reverse-mode inner derivative work (the
+    docstring said jax.hessian did not); forward mode through the sample raises."""
+    w = jnp.asarray([0.3, -1.2, 2.0], F64)
+    logits = jnp.asarray([0.2, -0.4, 0.1], F64)
+
+    def h(l, tau=0.7):
+        d = jaxgrad.gumbel_rao(_key(44), l, temperature=tau, num_samples=3)
+        return jnp.sum(jnp.sin(d * w + l))  # nonlinear in the sample and in l
+
+    grad = jax.jit(jax.grad(h))
+    hessians = jax.jit(
+        lambda l: (
+            jax.hessian(h)(l),
+            jax.jacrev(jax.jacrev(h))(l),
+            jax.vmap(lambda v: jax.jvp(jax.grad(h), (l,), (v,))[1], out_axes=1)(jnp.eye(3)),
+            jax.grad(lambda tau: jnp.vdot(w, jax.grad(h)(l, tau)))(0.7),
+            jax.grad(h, argnums=1)(l, 0.7),
         )
+    )
+    hess, rev_rev, fwd_of_grad, d_tau_of_grad, d_tau = hessians(logits)
+    # They agree, and are the derivative of the gradient estimate (same key): central
+    # differences of the gradient, in float64 (the sample does not change).
+    eps = 1e-6
+    fd = np.stack(
+        [
+            (grad(logits + eps * e, 0.7) - grad(logits - eps * e, 0.7)) / (2 * eps)
+            for e in np.eye(3)
+        ],
+        1,
+    )
+    for other in (rev_rev, fwd_of_grad):
+        np.testing.assert_allclose(other, hess, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(hess, fd, rtol=1e-5, atol=1e-8)
+    assert not np.allclose(hess, hess.T, atol=1e-3)  # not the Hessian of any function
+    # The temperature gets no gradient, but the gradient estimate depends on it.
+    assert float(d_tau) == 0.0
+    g_tau = lambda tau: jnp.vdot(w, grad(logits, tau))
+    np.testing.assert_allclose(
+        d_tau_of_grad, (g_tau(0.7 + eps) - g_tau(0.7 - eps)) / (2 * eps), rtol=1e-5
+    )
+    # Forward mode through the sample is refused (at trace time, so traced under jit).
+    ones = jnp.ones(3, F64)
+    for forward in (
+        lambda l: jax.jvp(h, (l,), (ones,)),
+        jax.jacfwd(h),
+        lambda l: jax.linearize(h, l)[1](ones),  # linearize itself returns; its map raises
+        jax.jacrev(jax.jacfwd(h)),
+    ):
+        with pytest.raises(TypeError, match="forward-mode autodiff"):
+            jax.jit(forward)(logits)
 
 
 # ----------------------------------------------------------------- temperature under jit

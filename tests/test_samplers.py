@@ -167,6 +167,34 @@ def test_categorical_spec_frequencies_and_log_prob():
     np.testing.assert_allclose(dists.categorical.log_prob(logits, one), expected, rtol=1e-6)
 
 
+@jax.jit
+def _nan_contract(key, logits):
+    k1, k2 = jax.random.split(key)
+    k = jaxgrad.categorical(k1, logits, shape=(200, 3))
+    x = dists.categorical.sample(k2, logits)
+    lp = jax.vmap(dists.categorical.log_prob)(logits, x)
+    lp_nan_x = dists.categorical.log_prob(logits[2], jnp.asarray([jnp.nan, 0.0, 0.0], F32))
+    g = jax.grad(dists.categorical.log_prob)(logits[0], jnp.asarray([1.0, 0.0, 0.0], F32))
+    return k, x, lp, lp_nan_x, g
+
+
+def test_nan_or_impossible_logits_give_index_minus_one_and_nan_samples():
+    """NaN in, NaN out: an integer cannot be NaN, so a distribution with a NaN logit or with
+    every logit -inf gets the out-of-range index -1 on every draw (it returned the NaN
+    category, a plausible index); the valid rows of the batch are unaffected."""
+    inf, nan = jnp.inf, jnp.nan
+    logits = jnp.asarray([[0.0, nan, 0.0], [-inf, -inf, -inf], [0.0, 1.0, -inf]], F32)
+    k, x, lp, lp_nan_x, g = (np.asarray(a) for a in _nan_contract(_key(16), logits))
+    assert k.dtype == np.int32 and k.shape == (200, 3)
+    np.testing.assert_array_equal(k[:, :2], -1)
+    assert set(np.unique(k[:, 2]).tolist()) == {0, 1}  # both unmasked classes are drawn
+    # The spec turns the sentinel into a NaN row; log_prob is NaN for NaN logits or x, and so
+    # is its gradient: nothing is silently dropped.
+    assert np.all(np.isnan(x[:2])) and x[2].sum() == 1.0 and x[2, 2] == 0.0
+    assert np.all(np.isnan(lp[:2])) and np.isfinite(lp[2])
+    assert np.isnan(lp_nan_x) and np.all(np.isnan(g))
+
+
 def test_normal_spec_log_prob_and_mean(rng):
     loc = jnp.asarray(rng.normal(size=4), F64)
     scale = jnp.asarray(rng.uniform(0.5, 2, size=4), F64)
@@ -175,6 +203,59 @@ def test_normal_spec_log_prob_and_mean(rng):
     np.testing.assert_allclose(dists.normal.log_prob((loc, scale), x), expected, rtol=1e-12)
     np.testing.assert_array_equal(dists.normal.mean((loc, scale)), loc)
     assert dists.normal.reparameterizable and not dists.bernoulli.reparameterizable
+
+
+@jax.jit
+@jax.vmap
+def _normal_log_prob_and_grads(loc, scale, x):
+    """Per element: log N(x; loc, scale) and its gradient w.r.t. (loc, scale, x)."""
+    return jax.value_and_grad(lambda *a: dists.normal.log_prob(a[:2], a[2]), argnums=(0, 1, 2))(
+        loc, scale, x
+    )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scales", "rtol"),
+    [
+        (F32, [1e-19, 1e-30, 1e-37, 1.0], 2e-6),
+        (BF16, [1e-19, 1e-30, 1e-37, 1.0], 8e-3),
+        (F16, [3e-3, 1e-3, 1e-4, 1.0], 1e-3),
+    ],
+)
+def test_normal_log_prob_and_its_gradient_at_tiny_scales(dtype, scales, rtol):
+    """The textbook gradient (x - mu)^2 / s^3 - 1/s was inf at s <= 1e-19 (float32) and
+    <= 3e-3 (float16), where the exact (z^2 - 1) / s is finite (issue 8)."""
+    scale = jnp.asarray(scales, dtype)
+    loc = jnp.zeros_like(scale)
+    x = (1.5 * scale.astype(F32)).astype(dtype)  # z = 1.5, up to the rounding of x
+    value, (d_loc, d_scale, d_x) = _normal_log_prob_and_grads(loc, scale, x)
+    for out in (value, d_loc, d_scale, d_x):
+        assert out.dtype == dtype
+    s, x64 = np.asarray(scale, np.float64), np.asarray(x, np.float64)
+    z = x64 / s
+    np.testing.assert_allclose(
+        np.asarray(value, np.float64), stats.norm.logpdf(x64, 0.0, s), rtol=rtol
+    )
+    np.testing.assert_allclose(np.asarray(d_loc, np.float64), z / s, rtol=rtol)
+    np.testing.assert_allclose(np.asarray(d_scale, np.float64), (z * z - 1) / s, rtol=rtol)
+    np.testing.assert_allclose(np.asarray(d_x, np.float64), -z / s, rtol=rtol)
+
+
+def test_normal_log_prob_second_derivatives_are_exact():
+    """The stop-gradient form of z = (x - mu) / s differentiates exactly at every order."""
+    scale = jnp.asarray([0.7, 1e-100], F64)
+    loc, x = jnp.asarray([0.2, 0.0], F64), jnp.asarray([-0.4, 2e-100], F64)
+    hess = jax.jit(jax.vmap(jax.hessian(lambda p, x: dists.normal.log_prob((p[0], p[1]), x))))
+    h = np.asarray(hess(jnp.stack([loc, scale], 1), x))
+    s, z = np.asarray(scale), (np.asarray(x) - np.asarray(loc)) / np.asarray(scale)
+    expected = np.stack(
+        [
+            np.stack([-1 / s**2, -2 * z / s**2], -1),
+            np.stack([-2 * z / s**2, (1 - 3 * z**2) / s**2], -1),
+        ],
+        -2,
+    )
+    np.testing.assert_allclose(h, expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(3,), (2, 2)])

@@ -78,21 +78,76 @@ def check_axis(axis: int, ndim: int, fn: str, name: str = "logits") -> int:
     return int(axis) % ndim
 
 
-def check_positive(x: Any, fn: str, name: str) -> None:
-    """Checks ``x > 0`` when ``x`` is concrete; traced values are left alone."""
+def check_positive(x: Any, fn: str, name: str, *, hint: str = "", nan_ok: bool = False) -> None:
+    """Checks ``x > 0`` when ``x`` is concrete; traced values are left alone.
+
+    Concrete values of every real dtype are checked, including bfloat16 and
+    float16 (which ``np.issubdtype(_, np.number)`` does not recognize) and
+    Python scalars. ``hint`` is appended to the message of a non-positive value
+    (say how to pick a valid one for this argument). With ``nan_ok``, NaN
+    entries pass (for distribution parameters: NaN in, NaN out); otherwise NaN
+    is rejected like a non-positive value.
+
+    Raises:
+      TypeError: if ``x`` is not a real number or array (e.g. ``None``, a
+        string, a boolean or complex array).
+      ValueError: if a concrete ``x`` has an entry ``<= 0`` (or NaN).
+    """
     if isinstance(x, jax.core.Tracer):
         return
     try:
         values = np.asarray(x)
     except Exception:  # noqa: BLE001 - not a concrete array: nothing to check
         return
-    if values.dtype == object or not np.issubdtype(values.dtype, np.number):
+    real = values.dtype != object and (
+        jnp.issubdtype(values.dtype, jnp.integer) or jnp.issubdtype(values.dtype, jnp.floating)
+    )
+    if not real or isinstance(x, bool) or values.dtype == np.bool_:
         raise TypeError(f"{fn}: {name} must be a positive number or array, got {_describe(x)}.")
-    if not np.all(values > 0):
-        raise ValueError(
-            f"{fn}: {name} must be positive, got {x}. "
-            f"Use a small positive value (e.g. 1e-3) for a nearly hard sample."
+    bad = values <= 0 if nan_ok else ~(values > 0)
+    if np.any(bad):
+        shown = (
+            x
+            if values.size <= 8
+            else f"an array of shape {values.shape} with {int(np.sum(bad))} bad entries"
         )
+        raise ValueError(
+            f"{fn}: {name} must be positive, got {shown}." + (f" {hint}" if hint else "")
+        )
+
+
+def check_shape(shape: Any, fn: str, name: str = "shape") -> tuple[int, ...]:
+    """Returns ``shape`` as a tuple of non-negative ints; an int ``n`` means ``(n,)``.
+
+    As in NumPy and ``jax.random``, a single int is a one-dimensional shape.
+
+    Raises:
+      TypeError: if ``shape`` is not an int or a sequence of ints.
+      ValueError: if a dimension is negative.
+    """
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+        dims: tuple[Any, ...] = (shape,)
+    else:
+        try:
+            dims = tuple(shape)
+        except TypeError:
+            dims = None  # type: ignore[assignment]
+        if dims is None or isinstance(shape, str) or hasattr(shape, "dtype"):
+            raise TypeError(
+                f"{fn}: {name} must be a tuple of static ints (or one int), got {_describe(shape)}."
+            )
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+            raise TypeError(
+                f"{fn}: {name} must be a tuple of static ints (or one int), got {shape!r} "
+                f"with an entry {_describe(d)}."
+            )
+    if any(d < 0 for d in dims):
+        raise ValueError(
+            f"{fn}: {name}={tuple(int(d) for d in dims)} has a negative dimension; every "
+            f"dimension must be >= 0."
+        )
+    return tuple(int(d) for d in dims)
 
 
 def check_num_samples(num_samples: Any, fn: str, minimum: int = 1, why: str = "") -> int:

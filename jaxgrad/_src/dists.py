@@ -46,10 +46,10 @@ class Distribution(Protocol):
     def log_prob(self, params: Any, x: Any) -> Array: ...
 
 
-def _too_large(name: str, size: int) -> ValueError:
+def _too_large(name: str, size: int, shape: tuple[int, ...]) -> ValueError:
     return ValueError(
-        f"{name}.support: the joint support has {size} outcomes, more than "
-        f"MAX_SUPPORT_SIZE={MAX_SUPPORT_SIZE}. Exact enumeration is for small problems; "
+        f"{name}.support: logits of shape {shape} have a joint support of {size} outcomes, "
+        f"more than MAX_SUPPORT_SIZE={MAX_SUPPORT_SIZE}. Exact enumeration is for small problems; "
         f"use a Monte Carlo estimator instead."
     )
 
@@ -99,7 +99,7 @@ class Bernoulli:
         logits = _floating(logits, "bernoulli.support")
         n = math.prod(logits.shape)
         if 2**n > MAX_SUPPORT_SIZE:
-            raise _too_large(self.name, 2**n)
+            raise _too_large(self.name, 2**n, logits.shape)
         table = np.array(list(itertools.product([0, 1], repeat=n)), dtype=np.float64)
         return jnp.asarray(table.reshape((2**n, *logits.shape)), dtype=logits.dtype)
 
@@ -114,6 +114,10 @@ class Categorical:
 
     Categories with logit ``-inf`` are masked: never sampled, and excluded from
     ``support``-based sums by their zero probability.
+
+    NaN in, NaN out: a variable whose logits contain a NaN, or are all
+    ``-inf``, is sampled as a row of NaN (``jaxgrad.categorical`` gives it the
+    index -1), and ``log_prob`` is NaN when the sample or the logits are.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxgrad
@@ -133,12 +137,18 @@ class Categorical:
         logits = _floating(logits, "categorical.sample")
         checks.check_min_ndim(logits, 1, "categorical.sample", "logits", "the classes, last")
         idx = samplers.categorical(key, logits)
-        return jax.nn.one_hot(idx, logits.shape[-1], dtype=logits.dtype)
+        onehot = jax.nn.one_hot(idx, logits.shape[-1], dtype=logits.dtype)
+        # An invalid distribution (a NaN logit, or all -inf) has index -1: a NaN row.
+        return jnp.where((idx < 0)[..., None], jnp.asarray(jnp.nan, logits.dtype), onehot)
 
     def log_prob(self, logits: Any, x: Any) -> Array:
         logits = _floating(logits, "categorical.log_prob")
+        checks.check_min_ndim(logits, 1, "categorical.log_prob", "logits", "the classes, last")
         lp = jax.nn.log_softmax(logits, axis=-1)
-        return jnp.sum(jnp.where(x > 0.5, lp, 0.0))
+        picked = jnp.where(x > 0.5, lp, jnp.zeros_like(lp))
+        # NaN in, NaN out: a NaN sample or NaN log-probabilities are not dropped by the mask.
+        nan = jnp.isnan(x) | jnp.isnan(lp)
+        return jnp.sum(jnp.where(nan, jnp.asarray(jnp.nan, lp.dtype), picked))
 
     def mean(self, logits: Any) -> Array:
         return jax.nn.softmax(logits, axis=-1)
@@ -150,7 +160,7 @@ class Categorical:
         n = math.prod(batch)
         size = k**n
         if size > MAX_SUPPORT_SIZE:
-            raise _too_large(self.name, size)
+            raise _too_large(self.name, size, logits.shape)
         idx = np.array(list(itertools.product(range(k), repeat=n)), dtype=np.int32)
         idx = idx.reshape((size, *batch))
         return jax.nn.one_hot(jnp.asarray(idx), k, dtype=logits.dtype)
@@ -167,6 +177,13 @@ class Normal:
 
     ``sample`` is differentiable in ``(loc, scale)`` (pathwise); estimators of
     the score-function family stop that gradient themselves.
+
+    ``log_prob`` is computed in at least float32 (``samplers.compute_dtype``)
+    and returned in the dtype of the parameters, in a form whose derivatives
+    never square ``scale``:
+    :math:`\partial_\sigma \log p = (z^2 - 1) / \sigma` stays finite at
+    tiny scales (1e-30 in float32, 1e-4 in float16) where the textbook
+    :math:`(x-\mu)^2 / \sigma^3` under- and overflows.
 
     Example:
       >>> import jax, jaxgrad
@@ -185,8 +202,18 @@ class Normal:
 
     def log_prob(self, params: Any, x: Any) -> Array:
         loc, scale = _loc_scale(params, "normal.log_prob")
-        z = (x - loc) / scale
-        return jnp.sum(-0.5 * z * z - jnp.log(scale) - 0.5 * math.log(2 * math.pi))
+        out_dtype = jnp.result_type(loc, scale)
+        dtype = samplers.compute_dtype(out_dtype)
+        loc, scale, x = (jnp.asarray(a).astype(dtype) for a in (loc, scale, x))
+        sg = jax.lax.stop_gradient
+        log_scale = jnp.log(scale)
+        # z = (x - loc) / scale, written so that no derivative squares the scale:
+        # the factor exp(-(log s - sg(log s))) is 1 and differentiates (at every
+        # order) like sg(s) / s, so dz/ds = -z / s instead of -(x - loc) / s**2,
+        # which is inf once s**2 underflows (s <= 1e-19 in float32).
+        z = (x - loc) / sg(scale) * jnp.exp(sg(log_scale) - log_scale)
+        lp = -0.5 * z * z - log_scale - 0.5 * math.log(2 * math.pi)
+        return jnp.sum(lp).astype(out_dtype)
 
     def mean(self, params: Any) -> Array:
         loc, scale = _loc_scale(params, "normal.mean")
@@ -201,7 +228,12 @@ def _floating(x: Any, fn: str) -> Array:
 
 def _loc_scale(params: Any, fn: str) -> tuple[Array, Array]:
     if not isinstance(params, (tuple, list)) or len(params) != 2:
-        raise TypeError(f"{fn}: params must be a pair (loc, scale), got {type(params).__name__}.")
+        got = (
+            f"a {type(params).__name__} of length {len(params)}"
+            if isinstance(params, (tuple, list))
+            else checks._describe(params)
+        )
+        raise TypeError(f"{fn}: params must be a pair (loc, scale), got {got}.")
     loc, scale = (jnp.asarray(p) for p in params)
     checks.check_floating(loc, fn, "loc")
     checks.check_floating(scale, fn, "scale")

@@ -95,13 +95,19 @@ def _logits(logits: Any, fn: str) -> Array:
     return logits
 
 
+_TEMPERATURE_HINT = "Use a small positive value (e.g. 1e-3) for a nearly hard sample."
+
+#: ``_categorical_args``'s temperature for the rules that have none.
+_NO_TEMPERATURE = object()
+
+
 def _temperature(temperature: Any, shape: tuple[int, ...], fn: str, axis: int | None) -> Array:
     """Validates ``temperature`` (positive when concrete, broadcastable) as an array.
 
     Returns it in its own dtype, broadcast and moved so that it lines up with
     logits whose category ``axis`` was moved last (``axis=None``: no move).
     """
-    checks.check_positive(temperature, fn, "temperature")
+    checks.check_positive(temperature, fn, "temperature", hint=_TEMPERATURE_HINT)
     t = jnp.asarray(temperature)
     if not (jnp.issubdtype(t.dtype, jnp.floating) or jnp.issubdtype(t.dtype, jnp.integer)):
         raise TypeError(f"{fn}: temperature must be a positive real number, got dtype {t.dtype}.")
@@ -127,7 +133,10 @@ def _categorical_args(
     checks.check_key(key, fn)
     logits = _logits(logits, fn)
     axis = checks.check_axis(axis, logits.ndim, fn)
-    t = None if temperature is None else _temperature(temperature, logits.shape, fn, axis)
+    if temperature is _NO_TEMPERATURE:
+        t = None
+    else:
+        t = _temperature(temperature, logits.shape, fn, axis)
     return jnp.moveaxis(logits, axis, -1), t, axis
 
 
@@ -327,7 +336,7 @@ def straight_through_categorical(key: ArrayLike, logits: ArrayLike, *, axis: int
       Bengio, Leonard & Courville, 2013. https://arxiv.org/abs/1308.3432
     """
     fn = "straight_through_categorical"
-    logits_last, _, axis = _categorical_args(key, logits, None, axis, fn)
+    logits_last, _, axis = _categorical_args(key, logits, _NO_TEMPERATURE, axis, fn)
     _, idx = _gumbel_max(key, logits_last)
     dtype = samplers.compute_dtype(logits_last.dtype)
     hard = jax.nn.one_hot(idx, logits_last.shape[-1], dtype=dtype)
@@ -644,9 +653,25 @@ def gumbel_rao(
     Implemented with ``jax.custom_vjp``: the forward pass stores only the key
     and the logits; the ``K`` conditional draws are made in the backward pass
     from the saved key, one at a time (``lax.scan``), so memory does not grow
-    with ``K``. Consequences: *forward-mode differentiation* (``jax.jvp``,
-    ``jax.jacfwd``, ``jax.hessian``) *is not supported*, and the gradient with
-    respect to ``temperature`` is 0 (the forward value does not depend on it).
+    with ``K``. What works, exactly:
+
+    * reverse mode: ``jax.grad``, ``jax.vjp``, ``jax.jacrev``, under ``jit``
+      and ``vmap``;
+    * no forward mode *through the sample*: ``jax.jvp``, ``jax.jacfwd`` and
+      so ``jax.jacrev(jax.jacfwd(...))`` of a function of the sample raise
+      ``TypeError: can't apply forward-mode autodiff (jvp) to a custom_vjp
+      function`` (``jax.linearize`` returns, and its linear map raises);
+    * second derivatives whose inner derivative is reverse mode:
+      ``jax.hessian`` (``jacfwd`` of ``jacrev``), ``jax.jacrev(jax.jacrev(...))``
+      and ``jax.jvp`` of ``jax.grad`` work and agree. They differentiate the
+      Gumbel-Rao gradient *estimate* with respect to the logits (the same key
+      and conditional noise), so they are not symmetric in general and are not
+      an estimator of the Hessian of ``E[f(D)]``;
+    * the gradient with respect to ``temperature`` is 0 (the forward value does
+      not depend on it), but the gradient estimate does depend on it, and its
+      derivative with respect to ``temperature`` (e.g. of a variance loss) is
+      available by the same double backprop.
+
     The sample is the one-hot of ``jaxgrad.categorical(jax.random.split(key)[0],
     logits, axis=axis)``.
 

@@ -58,7 +58,9 @@ def uniform_open(key: ArrayLike, shape: Sequence[int], dtype: DTypeLike) -> Arra
     return u[:size].reshape(shape)
 
 
-def gumbel(key: ArrayLike, shape: Sequence[int] = (), dtype: DTypeLike = jnp.float32) -> Array:
+def gumbel(
+    key: ArrayLike, shape: Sequence[int] | int = (), dtype: DTypeLike = jnp.float32
+) -> Array:
     r"""Standard Gumbel noise that is always finite.
 
     .. math::
@@ -72,7 +74,8 @@ def gumbel(key: ArrayLike, shape: Sequence[int] = (), dtype: DTypeLike = jnp.flo
 
     Args:
       key: a PRNG key (typed, from ``jax.random.key``, or legacy ``uint32[2]``).
-      shape: the output shape.
+      shape: the output shape, a tuple of non-negative ints; an int ``n``
+        means ``(n,)``, as in NumPy and ``jax.random``.
       dtype: a floating dtype (float16, bfloat16, float32, float64).
 
     Returns:
@@ -80,8 +83,10 @@ def gumbel(key: ArrayLike, shape: Sequence[int] = (), dtype: DTypeLike = jnp.flo
       It carries no gradient.
 
     Raises:
-      TypeError: if ``dtype`` is not floating or ``key`` is not a key.
-      ValueError: if ``key`` is a batch of keys.
+      TypeError: if ``dtype`` is not floating, ``shape`` is not an int or a
+        tuple of ints, or ``key`` is not a key.
+      ValueError: if ``key`` is a batch of keys or ``shape`` has a negative
+        dimension.
 
     Example:
       >>> import jax, jaxgrad
@@ -95,7 +100,7 @@ def gumbel(key: ArrayLike, shape: Sequence[int] = (), dtype: DTypeLike = jnp.flo
     checks.check_key(key, "gumbel")
     if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
         raise TypeError(f"gumbel: dtype must be a floating dtype, got {jnp.dtype(dtype)}.")
-    shape = tuple(shape)
+    shape = checks.check_shape(shape, "gumbel")
     u = uniform_open(key, shape, compute_dtype(dtype))
     return (-jnp.log(-jnp.log(u))).astype(dtype)
 
@@ -105,7 +110,7 @@ def categorical(
     logits: ArrayLike,
     *,
     axis: int = -1,
-    shape: Sequence[int] | None = None,
+    shape: Sequence[int] | int | None = None,
 ) -> Array:
     r"""Samples category indices by the Gumbel-max trick.
 
@@ -116,29 +121,43 @@ def categorical(
     one category of each distribution is finite. The addition happens in at
     least float32, so bfloat16 logits of magnitude 1e4 keep their meaning.
 
+    NaN in, NaN out: an integer cannot be NaN, so a distribution whose logits
+    contain a NaN, or are all ``-inf`` (probabilities ``0/0``), gets the
+    out-of-range index **-1** on every draw (checked inside ``jit`` too); the
+    other distributions of the batch are unaffected. ``jax.nn.one_hot(-1, K)``
+    is a zero vector, and ``jaxgrad.dists.categorical`` turns it into a NaN
+    sample. Test for it with ``k < 0``; beware that ``x[k]`` with ``k = -1``
+    silently picks the last element (use ``jnp.take(x, k, mode="fill")``).
+
     Args:
       key: a PRNG key.
-      logits: unnormalized log-probabilities, floating, with the categories
-        along ``axis``.
+      logits: unnormalized log-probabilities, floating, finite or ``-inf``,
+        with the categories along ``axis``.
       axis: the category axis (static).
       shape: the shape of the result; the batch shape of ``logits``
         (``logits.shape`` without ``axis``) must broadcast to it, e.g.
-        ``(n, *batch_shape)`` for ``n`` draws. Defaults to the batch shape.
+        ``(n, *batch_shape)`` for ``n`` draws. An int ``n`` means ``(n,)``.
+        Defaults to the batch shape.
 
     Returns:
-      An ``int32`` array of ``shape``. Sampling carries no gradient; use a
+      An ``int32`` array of ``shape``, with entries in ``[0, K)``, or -1 for an
+      invalid distribution (see above). Sampling carries no gradient; use a
       relaxation or an estimator for one.
 
     Raises:
-      TypeError: if ``logits`` is not floating.
-      ValueError: if ``axis`` is out of range, ``shape`` does not fit the batch
-        shape, or ``key`` is a batch.
+      TypeError: if ``logits`` is not floating or ``shape`` is not an int or a
+        tuple of ints.
+      ValueError: if ``axis`` is out of range, ``shape`` has a negative
+        dimension or does not fit the batch shape, or ``key`` is a batch.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxgrad
       >>> k = jaxgrad.categorical(jax.random.key(0), jnp.array([0.0, -jnp.inf, 0.0]))
       >>> bool(k != 1)
       True
+      >>> jaxgrad.categorical(jax.random.key(0), jnp.array([[0.0, jnp.nan], [0.0, 1.0]]),
+      ...                     shape=(2, 2))[:, 0].tolist()  # the first row has a NaN
+      [-1, -1]
 
     References:
       Gumbel 1954; Maddison, Tarlow & Minka, *A\* Sampling*, NeurIPS 2014.
@@ -150,9 +169,7 @@ def categorical(
     axis = checks.check_axis(axis, logits.ndim, fn)
     logits = jnp.moveaxis(logits, axis, -1)
     batch_shape = logits.shape[:-1]
-    if shape is None:
-        shape = batch_shape
-    shape = tuple(shape)
+    shape = batch_shape if shape is None else checks.check_shape(shape, fn)
     try:
         out_shape = jnp.broadcast_shapes(shape, batch_shape)
     except ValueError:
@@ -165,7 +182,17 @@ def categorical(
         )
     dtype = compute_dtype(logits.dtype)
     noise = gumbel(key, shape + logits.shape[-1:], dtype)
-    return jnp.argmax(logits.astype(dtype) + noise, axis=-1).astype(jnp.int32)
+    idx = jnp.argmax(logits.astype(dtype) + noise, axis=-1).astype(jnp.int32)
+    # NaN in, NaN out: a distribution with a NaN logit, or with every logit -inf
+    # (probabilities 0/0), has no valid index; it gets the sentinel -1.
+    invalid = jnp.any(jnp.isnan(logits), axis=-1) | jnp.all(jnp.isneginf(logits), axis=-1)
+    return jnp.where(invalid, jnp.int32(-1), idx)
+
+
+_SCALE_HINT = (
+    "The standard deviation must be > 0 (a degenerate scale of 0 has no density); "
+    "parameterize it as scale = jax.nn.softplus(raw) or jnp.exp(log_scale)."
+)
 
 
 def normal(
@@ -173,7 +200,7 @@ def normal(
     loc: ArrayLike,
     scale: ArrayLike,
     *,
-    shape: Sequence[int] | None = None,
+    shape: Sequence[int] | int | None = None,
 ) -> Array:
     r"""A reparameterized Gaussian sample, differentiable in ``loc`` and ``scale``.
 
@@ -188,17 +215,25 @@ def normal(
     Args:
       key: a PRNG key.
       loc: the mean, floating.
-      scale: the standard deviation, floating, positive (not checked under jit).
+      scale: the standard deviation, floating, positive. A concrete ``scale``
+        is checked (``<= 0`` raises; NaN passes: NaN in, NaN out). A traced
+        one (under ``jit``, ``grad`` or ``vmap``) cannot be: there a negative
+        scale silently gives ``loc + scale * eps`` (the law of
+        ``N(loc, scale**2)``, with ``dx/dscale = eps``) and
+        ``jaxgrad.dists.normal.log_prob`` is NaN.
       shape: the output shape; ``loc`` and ``scale`` must broadcast to it
-        (e.g. ``(n, *loc.shape)`` for ``n`` draws). Defaults to their broadcast
-        shape.
+        (e.g. ``(n, *loc.shape)`` for ``n`` draws). An int ``n`` means
+        ``(n,)``. Defaults to their broadcast shape.
 
     Returns:
       An array of ``shape`` in the dtype of ``loc``/``scale``.
 
     Raises:
-      TypeError: if ``loc`` or ``scale`` is not floating.
-      ValueError: if ``shape`` does not broadcast, or ``key`` is a batch.
+      TypeError: if ``loc`` or ``scale`` is not floating, or ``shape`` is not
+        an int or a tuple of ints.
+      ValueError: if a concrete ``scale`` has an entry ``<= 0``, ``loc`` and
+        ``scale`` do not broadcast together, ``shape`` has a negative dimension
+        or does not broadcast, or ``key`` is a batch.
 
     Example:
       >>> import jax, jaxgrad
@@ -217,9 +252,16 @@ def normal(
     scale = jnp.asarray(scale)
     checks.check_floating(loc, fn, "loc")
     checks.check_floating(scale, fn, "scale")
+    checks.check_positive(scale, fn, "scale", hint=_SCALE_HINT, nan_ok=True)
     dtype = jnp.result_type(loc, scale)
-    param_shape = jnp.broadcast_shapes(loc.shape, scale.shape)
-    shape = param_shape if shape is None else tuple(shape)
+    try:
+        param_shape = jnp.broadcast_shapes(loc.shape, scale.shape)
+    except ValueError:
+        raise ValueError(
+            f"{fn}: loc of shape {loc.shape} and scale of shape {scale.shape} do not "
+            f"broadcast together; give them equal shapes, or a scalar for one of them."
+        ) from None
+    shape = param_shape if shape is None else checks.check_shape(shape, fn)
     try:
         out_shape = jnp.broadcast_shapes(shape, param_shape)
     except ValueError:

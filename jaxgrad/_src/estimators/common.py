@@ -60,7 +60,23 @@ def check_f(f: Any, fn: str) -> None:
 
 
 def check_dist(dist: Any, fn: str, *, need_support: bool = False) -> None:
-    """Raises ``TypeError`` unless ``dist`` has ``sample`` and ``log_prob``."""
+    """Raises ``TypeError`` unless ``dist`` has ``sample`` and ``log_prob``.
+
+    A class instead of an instance (``jaxgrad.dists.Bernoulli`` for
+    ``jaxgrad.dists.bernoulli``) has those methods too, unbound; it is refused
+    with a message naming the instance to use.
+    """
+    if isinstance(dist, type):
+        from jaxgrad._src import dists  # estimators sit above dists
+
+        builtin = {dists.Bernoulli: "bernoulli", dists.Categorical: "categorical"}
+        builtin[dists.Normal] = "normal"
+        name = dist.__name__
+        use = f"jaxgrad.dists.{builtin[dist]}" if dist in builtin else f"an instance, {name}()"
+        raise TypeError(
+            f"{fn}: dist must be a distribution instance, got the class {dist.__name__}; "
+            f"pass dist={use}."
+        )
     needed = ("sample", "log_prob", "support") if need_support else ("sample", "log_prob")
     missing = [m for m in needed if not callable(getattr(dist, m, None))]
     if missing:

@@ -25,6 +25,7 @@ constants.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -54,6 +55,16 @@ class ScoreFunctionAux(NamedTuple):
         like ``params`` with a leading ``num_samples`` axis (per coordinate).
         ``f_values - baseline`` is the centered learning signal that
         ``jaxgrad.baselines.normalizer`` tracks.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxgrad
+      >>> est = jaxgrad.score_function(jnp.sum, dist=jaxgrad.dists.bernoulli, num_samples=3,
+      ...                              baseline="loo", return_f_values=True)
+      >>> g, aux = jax.grad(est, argnums=1, has_aux=True)(jax.random.key(0), jnp.zeros(2))
+      >>> isinstance(aux, jaxgrad.ScoreFunctionAux), aux._fields
+      (True, ('f_values', 'samples', 'baseline'))
+      >>> aux.f_values.shape, aux.samples.shape, aux.baseline.shape
+      ((3,), (3, 2), (3,))
     """
 
     f_values: Array
@@ -71,6 +82,36 @@ def _float_dtype(x: Array) -> jnp.dtype:
     return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.dtype(jnp.float32)
 
 
+def _check_num_samples(num_samples: Any, baseline: Any, fn: str) -> int:
+    """``num_samples`` as an int: at least 1, at least 2 for ``"loo"``/``"optimal"`` (and rloo)."""
+    named = isinstance(baseline, str) and baseline in BASELINES
+    if named and isinstance(num_samples, numbers.Integral) and not isinstance(num_samples, bool):
+        if num_samples < 2:
+            who = (
+                "the baseline of each sample is the mean of the other samples"
+                if fn == "rloo"
+                else f"baseline={baseline!r} estimates the baseline of each sample from the "
+                f"other samples"
+            )
+            raise ValueError(
+                f"{fn}: {who}, so it needs num_samples >= 2, got num_samples={num_samples}."
+            )
+    return checks.check_num_samples(num_samples, fn)
+
+
+def _check_log_prob(dist: Any, params: Any, xs: Any, fn: str) -> None:
+    """Raises ``ValueError`` unless ``dist.log_prob`` of one sample is a scalar (static check)."""
+    x0 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), xs)
+    out = jax.eval_shape(lambda x: dist.log_prob(params, x), x0)
+    shape = tuple(getattr(out, "shape", ()))
+    if shape != ():
+        raise ValueError(
+            f"{fn}: dist.log_prob must return the joint log-probability of one sample "
+            f"(a scalar), got shape {shape}. Sum over the factors, e.g. return "
+            f"jnp.sum(log_probs)."
+        )
+
+
 def _check_baseline(baseline: Any, num_samples: int, fn: str) -> tuple[str, Any]:
     """Returns ``(mode, array)`` with mode in ``none, array, loo, optimal``."""
     if baseline is None:
@@ -81,11 +122,6 @@ def _check_baseline(baseline: Any, num_samples: int, fn: str) -> tuple[str, Any]
                 f"{fn}: baseline must be None, an array, or one of {BASELINES}, got "
                 f"{baseline!r}. For a moving average use jaxgrad.baselines.ema and pass "
                 f"baseline=state.value."
-            )
-        if num_samples < 2:
-            raise ValueError(
-                f"{fn}: baseline={baseline!r} estimates the baseline of each sample from the "
-                f"other samples, so it needs num_samples >= 2, got num_samples={num_samples}."
             )
         return baseline, None
     if callable(baseline) or not _arraylike(baseline):
@@ -124,7 +160,13 @@ def _check_normalize(normalize: Any, fn: str) -> Any:
         raise ValueError(
             f"{fn}: normalize must be a scalar scale, got shape {jnp.shape(normalize)}."
         )
-    checks.check_positive(normalize, fn, "normalize")
+    checks.check_positive(
+        normalize,
+        fn,
+        "normalize",
+        hint="Pass the current scale of jaxgrad.baselines.normalizer (state.scale, at "
+        "least 1), or normalize=None for no variance normalization.",
+    )
     return normalize
 
 
@@ -139,7 +181,7 @@ def _score_function(
 ) -> Callable[..., Any]:
     common.check_f(f, fn)
     common.check_dist(dist, fn)
-    num_samples = checks.check_num_samples(num_samples, fn)
+    num_samples = _check_num_samples(num_samples, baseline, fn)
     mode, const = _check_baseline(baseline, num_samples, fn)
     scale = _check_normalize(normalize, fn)
     return_f_values = bool(return_f_values)
@@ -152,6 +194,7 @@ def _score_function(
         checks.check_key(key, fn)
         frozen = jax.lax.stop_gradient(params)
         xs = jax.lax.stop_gradient(common.sample_n(dist, key, frozen, num_samples))
+        _check_log_prob(dist, frozen, xs, fn)
         values = fs(xs, *args)
         out_dtype = _float_dtype(values)
         f_sg = jax.lax.stop_gradient(values)
@@ -173,11 +216,6 @@ def _score_function(
             aux_baseline = b
         else:
             lp = jax.vmap(log_prob, in_axes=(None, 0))(params, xs)
-            if jnp.shape(lp) != (num_samples,):
-                raise ValueError(
-                    f"{fn}: dist.log_prob must return the joint log-probability of one sample "
-                    f"(a scalar), got shape {jnp.shape(lp)[1:]}. Sum over the factors."
-                )
             dtype = _wider(out_dtype, lp.dtype)
             fc = values.astype(dtype)
             if mode == "none":
@@ -260,7 +298,8 @@ def score_function(
       baseline: ``None``, an array, ``"loo"`` or ``"optimal"``.
       normalize: ``None`` or a positive scalar scale (may be traced).
       return_f_values: if true, ``est`` returns ``(estimate, aux)`` with
-        ``aux`` a :class:`ScoreFunctionAux` (``f`` values, samples, baselines),
+        ``aux`` a :class:`jaxgrad.ScoreFunctionAux` (fields ``f_values``,
+        ``samples``, ``baseline``),
         so that baseline state can be updated in the same jitted step; use
         ``jax.grad(est, argnums=1, has_aux=True)``.
 
