@@ -78,6 +78,14 @@ def test_study_bernoulli_toy_runs_every_applicable_estimator(tmp_path, capsys):
     # DisARM is exact at p = 1/2; REINFORCE's variance is 1.5939e-2 (REFERENCES.md).
     assert float(by_name["disarm"]["total_variance"]) < 1e-12
     assert float(by_name["reinforce"]["total_variance"]) == pytest.approx(1.5939e-2, rel=0.1)
+    # RELAX is tuned first (untuned, it would be REBAR): the table and the JSON say so.
+    tuning = doc["settings"]["relax_tuning"]
+    assert tuning["steps"] == 200 and tuning["keys_per_step"] == 16
+    relax = next(r for r in doc["results"] if r["estimator"] == "relax")
+    assert "200 variance_loss steps" in relax["note"]
+    assert "relax: control variate tuned: 200 variance_loss steps" in stdout
+    assert by_name["relax"]["total_variance"] != by_name["rebar"]["total_variance"]
+    assert "reference: the exact gradient" in stdout
     assert "[10/10]" in stderr or f"[{len(names)}/{len(names)}]" in stderr  # progress
 
 
@@ -130,6 +138,20 @@ def _bad_npz(tmp_path, kind):
         np.savez(path, train=np.zeros((4, 98), np.float32))
     elif kind == "few":
         np.savez(path, train=np.zeros((2, 98), np.uint8))
+    elif kind in ("crc", "truncated"):
+        np.savez(path, train=np.zeros((64, 98), np.uint8))
+        data = bytearray(path.read_bytes())
+        if kind == "crc":  # a corrupt member: its bytes no longer match the CRC
+            data[len(data) // 2] ^= 0xFF
+        else:
+            data = data[: len(data) // 2]
+        path.write_bytes(bytes(data))
+    elif kind == "object":  # a member of pickled objects
+        np.savez(path, train=np.array([{"a": 1}], dtype=object))
+    elif kind == "pickle":  # not a zip at all, but a pickle
+        import pickle
+
+        path.write_bytes(pickle.dumps({"train": 1}))
     return str(path)
 
 
@@ -152,6 +174,25 @@ ERRORS = [
     (["study", "binary-vae"], "binary-vae needs the data set: --data PATH"),
     (["study", "binary-vae", "--data", "/nonexistent/mnist.npz"], "does not exist"),
     ([], "required: COMMAND"),
+    (["study", "gaussian", "--loc", "nan"], "argument --loc: must be a finite number, got 'nan'"),
+    (["study", "bernoulli-toy", "--target", "inf"], "argument --target: must be a finite number"),
+    (["study", "gaussian", "--scale=-inf"], "argument --scale: must be a finite number"),
+    (["study", "bernoulli-toy", "--p", "0.2,nan"], "argument --p: must be a finite number"),
+    (["study", "bernoulli-toy", "--seed", str(2**63)], "--seed must fit in 64 bits"),
+    (["study", "bernoulli-toy", "--seed", str(-(2**63) - 1)], "--seed must fit in 64 bits"),
+    (["study", "bernoulli-toy", "--logit", "40"], "the coin never flips"),
+    (["study", "bernoulli-toy", "--logit=-1000"], "the coin never flips"),
+    (["study", "bernoulli-toy", "--p", "0.3,1e-9"], "the coin never flips"),
+    (["study", "bernoulli-toy", "--estimators", ","], "--estimators names no estimator (got ',')"),
+    (["study", "bernoulli-toy", "--num-keys", str(2**32)], "--num-keys must be below 2**32"),
+    (["study", "bernoulli-toy", "--temperature", "0"], "argument --temperature: must be positive"),
+    (["study", "bernoulli-toy", "--temperature", "nan"], "must be a finite number"),
+    (["study", "gaussian", "--temperature", "0.5"], "--temperature applies to none"),
+    (
+        ["study", "bernoulli-toy", "--estimators", "disarm", "--temperature", "0.5"],
+        "--temperature applies to none of the estimators",
+    ),
+    (["study", "bernoulli-toy", "--relax-steps", "-1"], "--relax-steps must be at least 0"),
 ]
 
 
@@ -172,21 +213,62 @@ def test_errors_exit_nonzero_with_one_line(argv, message, tmp_path, capsys):
         ("shape", "has dtype uint8 and shape (4, 784)"),
         ("dtype", "has dtype float32"),
         ("few", "fewer than --images 4"),
+        ("crc", "is corrupt or truncated (BadZipFile"),
+        ("truncated", "cannot read"),
+        ("object", "holds pickled Python objects"),
+        ("pickle", "holds pickled Python objects"),
     ],
 )
 def test_malformed_data_file(kind, message, tmp_path, capsys):
     path = _bad_npz(tmp_path, kind)
     rc, _, stderr = run(["study", "binary-vae", "--data", path, "--out", str(tmp_path)], capsys)
-    assert rc == 2 and message in stderr
+    assert rc == 2 and message in stderr and path in stderr
     assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    # numpy's advice to load pickled data unsafely is never passed on
+    assert "allow_pickle" not in stderr and "pickle.load" not in stderr and "trust" not in stderr
 
 
-def test_output_folder_that_is_a_file(tmp_path, capsys):
-    path = tmp_path / "file"
-    path.write_text("")
+def _read_only_folder(tmp_path):
+    """An existing folder nobody may write: chmod 555, or /sys for root (which ignores modes)."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return "/sys"
+    path = tmp_path / "ro"
+    path.mkdir()
+    path.chmod(0o555)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("file", "exists and is a file, not a folder"),
+        ("devnull", "exists and is a device, not a folder"),
+        ("read-only", "cannot write to output folder"),
+        ("under-a-file", "is not a folder"),
+        ("under-read-only", "is not writable"),
+    ],
+)
+def test_bad_out_is_refused_before_any_work(kind, message, tmp_path, capsys, monkeypatch):
+    """--out is checked first: a bad one costs nothing (the problem is never even built)."""
+    (tmp_path / "file").write_text("keep me")
+    path = {
+        "file": str(tmp_path / "file"),
+        "devnull": os.devnull,
+        "read-only": _read_only_folder(tmp_path),
+        "under-a-file": str(tmp_path / "file" / "sub"),
+        "under-read-only": os.path.join(_read_only_folder(tmp_path), "new", "sub"),
+    }[kind]
+
+    def never(*args, **kwargs):
+        raise AssertionError("the study started before --out was checked")
+
+    monkeypatch.setattr(cli, "_build_problem", never)
     argv = ["study", "bernoulli-toy", "--estimators", "disarm", "--num-keys", "10", "--quiet"]
-    rc, _, stderr = run([*argv, "--out", str(path)], capsys)
-    assert rc == 2 and "cannot create output folder" in stderr and stderr.count("\n") == 1
+    rc, stdout, stderr = run([*argv, "--out", path], capsys)
+    assert rc == 2, stderr
+    assert stderr.startswith("jaxgrad: error: --out: ") and message in stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr and stdout == ""
+    assert (tmp_path / "file").read_text() == "keep me"
 
 
 def test_subprocess_error_has_no_traceback():
@@ -241,10 +323,161 @@ def test_progress_bar_redraws_on_a_terminal():
             return True
 
     stream = Tty()
-    bar = cli._Progress(2, stream)
-    bar.start(1, "disarm")
+    bar = cli._Progress(stream)
+    bar.start(1, 2, "disarm")
     bar.update(50, 100)
     bar.update(100, 100)
     bar.finish(None, "done")
     text = stream.getvalue()
     assert "\r[ 1/2] disarm" in text and "100%" in text and text.endswith("done\n")
+
+
+TINY = ["study", "bernoulli-toy", "--p", "0.2,0.7", "--num-keys", "64", "--quiet"]
+
+
+def _leftovers(folder):
+    """Temporary or probe files a write left behind."""
+    return [n for n in os.listdir(folder) if n.startswith(".")]
+
+
+def test_rerun_replaces_every_output_and_no_plot_removes_the_stale_png(tmp_path, capsys):
+    out = str(tmp_path / "o")
+    rc, stdout, _ = run([*TINY, "--estimators", "disarm,reinforce", "--out", out], capsys)
+    assert rc == 0 and os.path.exists(os.path.join(out, "study.png"))
+    assert "replaced" not in stdout
+    rc, stdout, _ = run([*TINY, "--estimators", "reinforce", "--no-plot", "--out", out], capsys)
+    assert rc == 0
+    assert f"replaced the earlier study in {out}" in stdout
+    assert sorted(os.listdir(out)) == ["study.csv", "study.json", "study_coordinates.csv"]
+    doc = _strict_json(os.path.join(out, "study.json"))
+    with open(os.path.join(out, "study.csv"), newline="") as fh:
+        assert [r["estimator"] for r in csv.DictReader(fh)] == ["reinforce"]
+    assert [r["estimator"] for r in doc["results"]] == ["reinforce"]
+    assert doc["partial"] is False and "--no-plot" in doc["settings"]["argv"]
+
+
+@pytest.mark.parametrize(
+    "error, status, line",
+    [
+        (KeyboardInterrupt(), 130, "jaxgrad: interrupted; wrote the 1 finished estimator(s) to"),
+        (
+            RuntimeError("device out of memory\nsecond line"),
+            1,
+            "jaxgrad: error: RuntimeError in reinforce: device out of memory; wrote the 1",
+        ),
+        (ValueError("bad shape"), 2, "jaxgrad: error: ValueError in reinforce: bad shape; wrote"),
+    ],
+)
+def test_interrupt_or_error_writes_the_finished_estimators_marked_partial(
+    error, status, line, tmp_path, capsys, monkeypatch
+):
+    real = cli.diagnostics.grad_stats
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second estimator: reinforce
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli.diagnostics, "grad_stats", flaky)
+    out = str(tmp_path / "o")
+    argv = [*TINY, "--estimators", "disarm,reinforce,arm", "--out", out]
+    rc, stdout, stderr = run(argv, capsys)
+    assert rc == status
+    assert stderr.startswith(line) and stderr.rstrip().endswith("marked partial")
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert stdout.startswith("PARTIAL STUDY: stopped by ")
+    assert "not finished: reinforce, arm" in stdout.splitlines()[0]
+    doc = _strict_json(os.path.join(out, "study.json"))
+    assert doc["partial"] is True and doc["settings"]["partial"] is True
+    assert doc["not_finished"] == ["reinforce", "arm"]
+    assert [r["estimator"] for r in doc["results"]] == ["disarm"]
+    assert "reinforce" in doc["interruption"]
+    assert os.path.exists(os.path.join(out, "study.png")) and _leftovers(out) == []
+
+
+def test_interrupt_before_any_estimator_finished_writes_nothing(tmp_path, capsys, monkeypatch):
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.diagnostics, "grad_stats", stop)
+    out = tmp_path / "o"
+    rc, stdout, stderr = run([*TINY, "--estimators", "disarm", "--out", str(out)], capsys)
+    assert rc == 130
+    assert stderr == "jaxgrad: interrupted; no estimator had finished, nothing written\n"
+    assert not out.exists()
+
+
+def test_write_failure_after_the_study_falls_back_to_a_temporary_folder(
+    tmp_path, capsys, monkeypatch
+):
+    out = str(tmp_path / "o")
+    real = cli.write_outputs
+
+    def failing_once(study, folder, argv, plot=True):
+        if folder == out:
+            raise OSError(28, "No space left on device")
+        return real(study, folder, argv, plot=plot)
+
+    monkeypatch.setattr(cli, "write_outputs", failing_once)
+    rc, stdout, stderr = run([*TINY, "--estimators", "disarm", "--out", out], capsys)
+    assert rc == 1 and stderr.count("\n") == 1
+    assert "No space left on device" in stderr and "wrote the study to" in stderr
+    elsewhere = stderr.rstrip().split("wrote the study to ")[1].removesuffix(" instead")
+    doc = _strict_json(os.path.join(elsewhere, "study.json"))
+    assert doc["results"][0]["estimator"] == "disarm"
+
+
+def test_temperature_reaches_every_entry_that_has_one(tmp_path, capsys):
+    out = str(tmp_path / "o")
+    argv = [*TINY, "--estimators", "relaxed-bernoulli,rebar,disarm", "--no-plot"]
+    rc, stdout, _ = run([*argv, "--temperature", "0.3", "--relax-steps", "0", "--out", out], capsys)
+    assert rc == 0
+    doc = _strict_json(os.path.join(out, "study.json"))
+    assert doc["settings"]["temperature"] == 0.3
+    assert doc["settings"]["temperatures"] == {"relaxed-bernoulli": 0.3, "rebar": 0.3}
+    by = {r["estimator"]: r for r in doc["results"]}
+    assert by["disarm"]["temperature"] is None and by["rebar"]["temperature"] == 0.3
+    assert "temperature (given): 0.3 (" in stdout
+
+
+def test_cpu_device_count_honours_both_environment_variables():
+    count = cli._cpu_device_count
+    assert count({}, 6) == 6
+    assert count({}, None) == 1
+    assert count({"JAX_NUM_CPU_DEVICES": "3"}, 6) is None  # JAX reads it itself
+    flags = "--xla_cpu_foo=1 --xla_force_host_platform_device_count=5"
+    assert count({"XLA_FLAGS": flags}, 6) == 5
+    assert count({"XLA_FLAGS": flags, "JAX_NUM_CPU_DEVICES": "2"}, 6) is None
+
+
+def test_subprocess_honours_xla_flags_device_count():
+    env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=3")
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxgrad", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "devices: 3 x cpu" in proc.stdout
+
+
+def test_the_cli_is_a_thin_face_over_diagnostics_study(tmp_path, capsys, monkeypatch):
+    """One implementation: the CLI's study is diagnostics.study, its table and files too."""
+    calls = []
+    real = cli.diagnostics.study
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli.diagnostics, "study", spy)
+    rc, _, _ = run([*TINY, "--estimators", "disarm", "--no-plot", "--out", str(tmp_path)], capsys)
+    assert rc == 0 and len(calls) == 1 and calls[0]["name"] == "bernoulli-toy"
+    assert cli.format_table is jaxgrad.diagnostics.format_table
+    assert cli.Study is jaxgrad.diagnostics.Study

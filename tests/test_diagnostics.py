@@ -1,6 +1,8 @@
 """Tests for jaxgrad.diagnostics: sharded chunked sampling, streaming stats, exact oracles."""
 
 import importlib
+import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -223,7 +225,7 @@ def test_argument_errors(key):
     key, k1, k2 = jax.random.split(key, 3)
     with pytest.raises(ValueError, match="grad_samples accepts a single key"):
         dg.grad_samples(est, jax.random.split(k1, 2), p, t, num_keys=4)
-    with pytest.raises(ValueError, match="num_samples must be at least 1"):
+    with pytest.raises(ValueError, match="grad_samples: num_keys must be at least 1, got 0"):
         dg.grad_samples(est, key, p, t, num_keys=0)
     with pytest.raises(ValueError, match="num_keys must be below 2"):
         dg.grad_samples(est, key, p, t, num_keys=2**32)
@@ -237,8 +239,10 @@ def test_argument_errors(key):
         dg.grad_stats(est, "key", p, t, num_keys=4)
     with pytest.raises(ValueError, match="grad_stats accepts a single key"):
         dg.grad_stats(est, jax.random.split(k2, 3), p, t, num_keys=4)
-    with pytest.raises(ValueError, match="A variance needs two estimates"):
+    with pytest.raises(ValueError, match="grad_stats: num_keys must be at least 2.*two estimates"):
         dg.grad_stats(est, key, p, t, num_keys=1)
+    with pytest.raises(TypeError, match="grad_stats: num_keys must be a Python int"):
+        dg.grad_stats(est, key, p, t, num_keys=10.0)
     with pytest.raises(ValueError, match="exact must be a pytree like params"):
         dg.grad_stats(est, key, p, t, num_keys=4, exact=jnp.zeros(3))
 
@@ -340,3 +344,157 @@ def test_pathwise_registry_estimator_agrees_with_closed_form(key):
     exact = dg.gaussian_exact_grad("exp", *params, k=1.0)
     s = dg.grad_stats(est, key, params, num_keys=100_000, exact=exact)
     assert np.all(np.abs(s.flat("bias")) < 5 * s.flat("stderr") + 1e-6)
+
+
+# --- studies of your own model ----------------------------------------------
+
+_W = jnp.array([1.0, 0.5, -0.8], jnp.float32)
+STUDY_LOGITS = jnp.array([-2.0, 0.5, 1.5], jnp.float32)
+
+
+def coupled_f(b):
+    """A non-separable cost of three coins: no estimator is exact on it."""
+    return (jnp.sum(b * _W) - 0.7) ** 2
+
+
+# Built once, so both studies below reuse the compiled programs.
+_STUDY_ESTIMATORS = {
+    name: _build(name, coupled_f, BERNOULLI) for name in ("reinforce", "rloo", "disarm")
+}
+_STUDY_ESTIMATORS["straight-through"] = _build("straight-through", coupled_f, BERNOULLI)
+
+
+def _broken(key, logits):
+    """A declared-unbiased estimator whose gradient is NaN."""
+    del key
+    return jnp.sum(logits) * jnp.float32(jnp.nan)
+
+
+def _pairs():
+    meta = {
+        "reinforce": (True, 1),
+        "rloo": (True, 2),
+        "disarm": (True, 2),
+        "straight-through": (False, 1),
+    }
+    pairs = [
+        (n, _STUDY_ESTIMATORS[n], {"unbiased": u, "f_evals": c}) for n, (u, c) in meta.items()
+    ]
+    return [*pairs, ("broken", _broken, {"unbiased": True, "f_evals": 1})]
+
+
+@pytest.fixture(scope="module")
+def pooled_study():
+    return dg.study(_pairs(), coupled_f, STUDY_LOGITS, num_keys=20_000, key=3, batch_size=4096)
+
+
+def test_study_without_exact_gradient_pools_the_unbiased_estimators(pooled_study):
+    s = pooled_study
+    exact = np.asarray(dg.exact_grad(coupled_f, STUDY_LOGITS, dist=BERNOULLI), np.float64)
+    ref = s.reference
+    assert ref.kind == "pooled" and ref.estimators == ("reinforce", "rloo", "disarm")
+    # The pooled reference is consistent with the exact gradient (z-test on its own error).
+    assert np.all(np.abs(ref.gradient - exact) <= 5 * ref.stderr), (ref.gradient, exact)
+    by = {r.name: r for r in s.results}
+    ses = [by[n].stats.flat("stderr") for n in ref.estimators]
+    np.testing.assert_allclose(ref.stderr, 1 / np.sqrt(sum(1 / se**2 for se in ses)), rtol=1e-12)
+    for name in ref.estimators:  # pooled rows: the bias's variance is se^2 - se_ref^2
+        st = by[name].stats
+        np.testing.assert_allclose(
+            st.flat("bias_stderr") ** 2, st.flat("stderr") ** 2 - ref.stderr**2, rtol=1e-9
+        )
+        assert np.all(np.abs(st.flat("bias")) <= 5 * st.flat("bias_stderr"))
+    st = by["straight-through"].stats  # outside the pool: se^2 + se_ref^2
+    np.testing.assert_allclose(
+        st.flat("bias_stderr") ** 2, st.flat("stderr") ** 2 + ref.stderr**2, rtol=1e-9
+    )
+    # Power: the same test finds straight-through's bias, which the ranking pays for.
+    assert np.any(np.abs(st.flat("bias")) > 5 * st.flat("bias_stderr"))
+    assert st.total_mse > st.total_variance + 0.5 * st.bias_norm**2
+    effs = [r.stats.efficiency for r in s.results]
+    assert [e for e in effs if not np.isnan(e)] == sorted(e for e in effs if not np.isnan(e))
+    assert s.results[-1].name == "broken"  # NaN: ranked last, and not in the reference
+
+
+def test_study_table_says_which_reference_and_shows_nan_as_nan(pooled_study):
+    table = pooled_study.table()
+    lines = table.splitlines()
+    assert lines[1].startswith("reference: no exact gradient; the inverse-variance weighted mean")
+    assert "reference gradient: [" in table and "+-se" in table
+    row = next(line for line in lines if line.startswith("broken "))
+    assert row.split()[1:6] == ["yes", "nan", "nan", "nan", "nan"]
+    rloo = next(line for line in lines if line.startswith("rloo "))
+    assert "nan" not in rloo and " - " not in rloo
+
+
+def test_study_with_exact_gradient_and_user_estimators_reuses_one_implementation():
+    exact = dg.exact_grad(coupled_f, STUDY_LOGITS, dist=BERNOULLI)
+    s = dg.study(
+        _pairs()[:4],
+        coupled_f,
+        STUDY_LOGITS,
+        exact=exact,
+        num_keys=20_000,
+        key=3,
+        batch_size=4096,
+        name="coins",
+        description="three coupled coins",
+    )
+    assert s.reference.kind == "exact" and s.table().splitlines()[1] == (
+        "reference: the exact gradient"
+    )
+    for r in s.results:
+        np.testing.assert_array_equal(
+            r.stats.flat("bias"), r.stats.flat("mean") - np.asarray(exact, np.float64)
+        )
+        np.testing.assert_array_equal(r.stats.flat("bias_stderr"), r.stats.flat("stderr"))
+    st = next(r for r in s.results if r.name == "straight-through").stats
+    assert np.any(np.abs(st.flat("bias")) > 5 * st.flat("stderr"))
+
+
+def test_write_study_is_atomic_and_never_mixes_studies(pooled_study, tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    paths = pooled_study.write(str(out), plot=False)
+    assert "replaced" not in paths and set(paths) == {"csv", "coordinates", "json"}
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    (out / "study.png").write_bytes(b"an earlier study's plot")
+
+    def crash(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dg.json, "dump", crash)
+    with pytest.raises(OSError, match="No space left"):
+        pooled_study.write(str(out), plot=False)
+    after = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    assert after == {**before, "study.png": b"an earlier study's plot"}  # untouched, no temp files
+    monkeypatch.undo()
+    paths = pooled_study.write(str(out), plot=False)
+    assert paths["replaced"] == "yes" and sorted(os.listdir(out)) == sorted(before)
+    doc = json.loads((out / "study.json").read_text())
+    assert doc["reference"]["kind"] == "pooled" and doc["partial"] is False
+    assert doc["results"][-1]["coordinates"]["mean"] == [None, None, None]  # NaN -> null
+
+
+def test_study_argument_errors():
+    f, p = coupled_f, STUDY_LOGITS
+    est = _STUDY_ESTIMATORS["disarm"]
+    cases = [
+        (TypeError, "study: estimators must be a list", dict(estimators="disarm")),
+        (ValueError, "study: unknown estimator 'nope'", dict(estimators=["nope"])),
+        (ValueError, "does not apply to bernoulli variables", dict(estimators=["pathwise"])),
+        (ValueError, "study: estimators is empty", dict(estimators=[])),
+        (ValueError, "'disarm' is listed twice", dict(estimators=["disarm", ("disarm", est)])),
+        (TypeError, "each estimator must be a registry name", dict(estimators=[("a", 1)])),
+        (ValueError, "may only have the keys", dict(estimators=[("a", est, {"cost": 2})])),
+        (ValueError, "f_evals of estimator 'a'", dict(estimators=[("a", est, {"f_evals": 0})])),
+        (ValueError, "study: temperature must be positive", dict(temperature=-1.0)),
+        (ValueError, "study: on_error must be", dict(on_error="ignore")),
+        (ValueError, "study: num_keys must be at least 2", dict(num_keys=1)),
+        (ValueError, "study: exact must be a pytree like params", dict(exact=jnp.zeros(4))),
+        (ValueError, "coordinate_names has 1 labels", dict(coordinate_names=["a"])),
+        (ValueError, "study: key as an int seed must fit", dict(key=2**63)),
+    ]
+    for err, message, kwargs in cases:
+        kwargs = {"estimators": ["disarm"], "dist": BERNOULLI, **kwargs}
+        with pytest.raises(err, match=message):
+            dg.study(kwargs.pop("estimators"), f, p, **kwargs)

@@ -6,8 +6,9 @@ variance study draws many gradient estimates with respect to ``theta`` from
 every registered estimator that handles the problem's variable type and
 compares them with the exact gradient where one is known.
 
-* ``bernoulli-toy``: ``f(b) = (b - t)^2`` for one coin (Tucker et al. 2017);
-  the exact gradient w.r.t. the logit is ``p (1 - p) (1 - 2 t)``.
+* ``bernoulli-toy``: ``f(b) = sum_d (b_d - t)^2`` for one coin or several
+  (Tucker et al. 2017); the exact gradient w.r.t. the logits is
+  ``p_d (1 - p_d) (1 - 2 t)``.
 * ``categorical-toy``: ``D`` independent categoricals with ``K`` classes,
   ``f(x) = (mean_d <x_d, v> - t)^2`` with ``v = (0, 1/(K-1), ..., 1)``; for
   ``D = 1, K = 2`` it is the Bernoulli toy. Exact by enumeration.
@@ -83,42 +84,83 @@ def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
 
 
-def _prob(p: float | None, logit: float | None, default: float, name: str) -> float:
+def _sigmoid(logit: float) -> float:
+    """``1 / (1 + exp(-l))`` without overflow for any finite ``l``."""
+    if logit >= 0:
+        return 1 / (1 + math.exp(-logit))
+    e = math.exp(logit)
+    return e / (1 + e)
+
+
+#: A coin closer than this to 0 or 1 never flips in float32 sampling (uniforms have 24 bits).
+_MIN_P = 2.0**-24
+
+
+def _coins(p: Any, logit: Any, name: str) -> tuple[list[float], list[float]]:
+    """The coins' ``(p, logit)`` lists from ``--p`` or ``--logit`` (a number or a list)."""
     if p is not None and logit is not None:
         raise ProblemError(f"{name}: give --p or --logit, not both.")
+
+    def as_list(x):
+        return [float(v) for v in x] if isinstance(x, list | tuple) else [float(x)]
+
     if logit is not None:
-        if not math.isfinite(logit):
-            raise ProblemError(f"{name}: --logit must be finite, got {logit}.")
-        return 1 / (1 + math.exp(-logit))
-    p = default if p is None else p
-    if not 0 < p < 1:
-        raise ProblemError(f"{name}: --p must lie strictly between 0 and 1, got {p}.")
-    return p
+        logits = as_list(logit)
+        for v in logits:
+            if not math.isfinite(v):
+                raise ProblemError(f"{name}: --logit must be finite, got {v}.")
+        probs = [_sigmoid(v) for v in logits]
+        flag, values = "--logit", logits
+    else:
+        probs = as_list(0.5 if p is None else p)
+        for v in probs:
+            if not 0 < v < 1:
+                raise ProblemError(f"{name}: --p must lie strictly between 0 and 1, got {v}.")
+        logits = [_logit(v) for v in probs]
+        flag, values = "--p", probs
+    if not probs:
+        raise ProblemError(f"{name}: {flag} needs at least one coin.")
+    for v, q in zip(values, probs, strict=True):
+        if min(q, 1 - q) < _MIN_P:
+            raise ProblemError(
+                f"{name}: {flag} {v:g} gives p = {q:.3g}, within 2^-24 of {round(q)}: in "
+                f"float32 the coin never flips and the study is degenerate; use |logit| <= 16 "
+                f"(p between 1e-7 and 1 - 1e-7)."
+            )
+    return probs, logits
 
 
-def bernoulli_toy(
-    *, target: float | None = None, p: float | None = None, logit: float | None = None
-) -> Problem:
-    """The toy ``E_{b ~ Bernoulli(p)}[(b - t)^2]`` of Tucker et al. (2017), w.r.t. the logit."""
+def bernoulli_toy(*, target: float | None = None, p: Any = None, logit: Any = None) -> Problem:
+    """The toy ``E[sum_d (b_d - t)^2]``, ``b_d ~ Bernoulli(p_d)`` (Tucker et al. 2017)."""
     t = 0.45 if target is None else float(target)
-    p = _prob(p, logit, 0.5, "bernoulli-toy")
-    params = jnp.full((1,), _logit(p), jnp.float32)
+    if not math.isfinite(t):
+        raise ProblemError(f"bernoulli-toy: --target must be finite, got {t}.")
+    probs, logits = _coins(p, logit, "bernoulli-toy")
+    d = len(probs)
+    params = jnp.asarray(logits, jnp.float32)
 
     def f(b):
         return jnp.sum((b - t) ** 2)
 
-    exact = jnp.full((1,), p * (1 - p) * (1 - 2 * t), jnp.float32)
+    exact = jnp.asarray([q * (1 - q) * (1 - 2 * t) for q in probs], jnp.float32)
+    shown = ", ".join(f"{q:.4g}" for q in probs)
+    coins = f"b ~ Bernoulli({shown})" if d == 1 else f"{d} coins, p = ({shown})"
     return Problem(
         name="bernoulli-toy",
-        description=f"E[(b - {t:g})^2], b ~ Bernoulli({p:.4g}); gradient w.r.t. the logit",
+        description=f"E[sum (b - {t:g})^2], {coins}; gradient w.r.t. the logit"
+        + ("s" if d > 1 else ""),
         variable="bernoulli",
         dist=dists.bernoulli,
         params=params,
         f=f,
-        event_shape=(1,),
+        event_shape=(d,),
         exact=exact,
         param_names=("logit",),
-        settings={"target": t, "p": p, "logit": _logit(p)},
+        settings={
+            "target": t,
+            "p": probs[0] if d == 1 else probs,
+            "logit": logits[0] if d == 1 else logits,
+        },
     )
 
 
@@ -127,6 +169,8 @@ def categorical_toy(
 ) -> Problem:
     """``E[(mean_d <x_d, v> - t)^2]`` over ``D`` categoricals with ``K`` classes, uniform."""
     t = 0.45 if target is None else float(target)
+    if not math.isfinite(t):
+        raise ProblemError(f"categorical-toy: --target must be finite, got {t}.")
     d = 3 if dim is None else int(dim)
     k = 4 if classes is None else int(classes)
     if d < 1 or k < 2:
@@ -176,6 +220,9 @@ def gaussian(
     k = 1.0 if k is None else float(k)
     mu = 0.5 if loc is None else float(loc)
     sigma = 1.0 if scale is None else float(scale)
+    for flag, v in (("--k", k), ("--loc", mu), ("--scale", sigma)):
+        if not math.isfinite(v):
+            raise ProblemError(f"gaussian: {flag} must be finite, got {v}.")
     if not sigma > 0:
         raise ProblemError(f"gaussian: --scale must be positive, got {sigma}.")
     if function == "exp" and not 1 + 2 * k * sigma**2 > 0:
@@ -248,9 +295,14 @@ def load_binarized_mnist(path: str, split: str = "train") -> np.ndarray:
     except ProblemError:
         raise
     except Exception as err:  # noqa: BLE001 - any unreadable file is a user error here
+        text = " ".join(str(err).split())
+        if "pickle" in text:  # never pass on numpy's advice to load pickles unsafely
+            why = "it is not an .npz of plain arrays: it holds pickled Python objects"
+        else:
+            why = f"the file or its array {split!r} is corrupt or truncated ({type(err).__name__}"
+            why += f": {text[:160]})" if text else ")"
         raise ProblemError(
-            f"binary-vae: cannot read {path!r} as .npz ({type(err).__name__}: {err}; "
-            f"{_DATA_FORMAT})."
+            f"binary-vae: cannot read {path!r} as .npz: {why}; {_DATA_FORMAT}."
         ) from None
     if packed.dtype != np.uint8 or packed.ndim != 2 or packed.shape[1] != 98:
         raise ProblemError(
