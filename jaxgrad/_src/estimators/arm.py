@@ -20,12 +20,15 @@ from jaxgrad._src.estimators import common
 Array = jax.Array
 
 
-def _antithetic(fn: str, f: Callable[..., Array], num_samples: int, weight: Callable) -> Callable:
+def _antithetic(
+    fn: str, f: Callable[..., Array], num_samples: int, weight: Callable, f_takes_key: bool
+) -> Callable:
     """The shared body: ``num_samples`` antithetic pairs, weighted by ``weight``."""
-    num_samples, fs = common.check_estimator(f, num_samples, fn)
+    num_samples, fs = common.check_estimator(f, num_samples, fn, f_takes_key=f_takes_key)
 
     def est(key: Any, logits: Any, *args: Any) -> Array:
         logits = common.check_logits(key, logits, fn)
+        key, f_key = common.split_f_key(key, f_takes_key)
         cdtype = samplers.compute_dtype(logits.dtype)
         shape = logits.shape
         l = jax.lax.stop_gradient(logits).astype(cdtype)
@@ -34,7 +37,7 @@ def _antithetic(fn: str, f: Callable[..., Array], num_samples: int, weight: Call
         b = (u < p).astype(logits.dtype)  # the sample
         b_anti = (1.0 - u < p).astype(logits.dtype)  # its antithetic partner
         xs = jax.lax.stop_gradient(jnp.concatenate([b, b_anti], axis=0))
-        values = fs(xs, *args)
+        values = fs(xs, *args, key=f_key)
         f_b = jax.lax.stop_gradient(values[:num_samples]).astype(cdtype)
         f_anti = jax.lax.stop_gradient(values[num_samples:]).astype(cdtype)
         diff = (f_b - f_anti).reshape((num_samples,) + (1,) * len(shape))
@@ -57,7 +60,9 @@ def _disarm_weight(u: Array, l: Array, b: Array, b_anti: Array) -> Array:
     return 0.5 * sign * jnp.abs(b - b_anti) * jax.nn.sigmoid(jnp.abs(l))
 
 
-def arm(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[..., Array]:
+def arm(
+    f: Callable[..., Array], *, num_samples: int = 1, f_takes_key: bool = False
+) -> Callable[..., Array]:
     r"""The ARM estimator (augment-REINFORCE-merge) for independent Bernoullis.
 
     For logits ``l`` (any shape; every element an independent coin with
@@ -83,6 +88,10 @@ def arm(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[..., Array
       f: the cost ``f(x, *args) -> scalar`` for one sample ``x`` of the shape of
         ``logits`` with entries in ``{0., 1.}`` (dtype of ``logits``).
       num_samples: the number of antithetic pairs (static, ``>= 1``).
+      f_takes_key: if true, ``f`` is ``f(x, key, *args)`` and every
+        evaluation gets its own independent key, the two halves of a pair
+        included, so the pair's difference does not cancel ``f``'s noise
+        (see ``jaxgrad.score_function``); static, default ``False``.
 
     Returns:
       ``est(key, logits, *args) -> scalar``; ``jax.grad(est, argnums=1)`` is the
@@ -106,10 +115,12 @@ def arm(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[..., Array
       Yin & Zhou, *ARM: Augment-REINFORCE-Merge Gradient for Stochastic Binary
       Networks*, ICLR 2019. https://arxiv.org/abs/1807.11143
     """
-    return _antithetic("arm", f, num_samples, _arm_weight)
+    return _antithetic("arm", f, num_samples, _arm_weight, f_takes_key)
 
 
-def disarm(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[..., Array]:
+def disarm(
+    f: Callable[..., Array], *, num_samples: int = 1, f_takes_key: bool = False
+) -> Callable[..., Array]:
     r"""The DisARM estimator: ARM with its antithetic noise integrated out.
 
     With ``u ~ U(0, 1)``, ``b = 1[u < p]`` and ``b~ = 1[1 - u < p]``,
@@ -132,6 +143,8 @@ def disarm(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[..., Ar
       f: the cost ``f(x, *args) -> scalar`` for one binary sample ``x`` of the
         shape of ``logits``.
       num_samples: the number of antithetic pairs (static, ``>= 1``).
+      f_takes_key: if true, ``f`` is ``f(x, key, *args)`` with an independent
+        key per evaluation (see :func:`arm`); static, default ``False``.
 
     Returns:
       ``est(key, logits, *args) -> scalar``; ``jax.grad(est, argnums=1)`` is the
@@ -157,4 +170,4 @@ def disarm(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[..., Ar
       Yin, Ho, Zhang, Qian & Zhou, *Probabilistic Best Subset Selection via
       Gradient-Based Optimization* (U2G), 2020. https://arxiv.org/abs/2006.06448
     """
-    return _antithetic("disarm", f, num_samples, _disarm_weight)
+    return _antithetic("disarm", f, num_samples, _disarm_weight, f_takes_key)

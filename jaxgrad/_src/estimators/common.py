@@ -87,16 +87,46 @@ def check_dist(dist: Any, fn: str, *, need_support: bool = False) -> None:
 
 
 def check_estimator(
-    f: Any, num_samples: Any, fn: str, minimum: int = 1, why: str = ""
+    f: Any,
+    num_samples: Any,
+    fn: str,
+    minimum: int = 1,
+    why: str = "",
+    *,
+    f_takes_key: Any = False,
 ) -> tuple[int, Callable[..., Array]]:
-    """The prologue of an estimator transformation ``NAME(f, *, num_samples)``.
+    """The prologue of an estimator transformation ``NAME(f, *, num_samples, f_takes_key)``.
 
     Checks that ``f`` is callable and ``num_samples`` a static int ``>= minimum``
-    (``why`` explains the minimum), and returns ``(num_samples, batch_f(f, fn))``.
+    (``why`` explains the minimum), and returns
+    ``(num_samples, batch_f(f, fn, f_takes_key=f_takes_key))``.
     """
     check_f(f, fn)
     num_samples = checks.check_num_samples(num_samples, fn, minimum, why)
-    return num_samples, batch_f(f, fn)
+    return num_samples, batch_f(f, fn, f_takes_key=f_takes_key)
+
+
+def check_f_takes_key(f_takes_key: Any, fn: str) -> bool:
+    """Returns ``f_takes_key`` after checking it is a static Python bool."""
+    if not isinstance(f_takes_key, bool):
+        raise TypeError(
+            f"{fn}: f_takes_key must be a static Python bool (True to call f(x, key, *args) "
+            f"with its own key per evaluation), got {type(f_takes_key).__name__}."
+        )
+    return f_takes_key
+
+
+def split_f_key(key: Any, f_takes_key: bool) -> tuple[Any, Any]:
+    """``(sample_key, f_key)``: ``(key, None)`` when ``f`` takes no key, else a split of ``key``.
+
+    With ``f_takes_key`` off the estimator's key is used exactly as before the
+    option existed (bit-identical samples); with it on, the samples come from
+    one half and every evaluation of ``f`` gets a key split from the other.
+    """
+    if not f_takes_key:
+        return key, None
+    sample_key, f_key = jax.random.split(key)
+    return sample_key, f_key
 
 
 def check_logits(key: Any, logits: Any, fn: str, *, classes_last: bool = False) -> Array:
@@ -117,19 +147,46 @@ def check_logits(key: Any, logits: Any, fn: str, *, classes_last: bool = False) 
     return logits
 
 
-def batch_f(f: Callable[..., Array], fn: str) -> Callable[..., Array]:
-    """Returns ``fs(xs, *args)`` that maps the one-sample ``f`` over ``xs``' leading axis.
+def batch_f(
+    f: Callable[..., Array], fn: str, *, f_takes_key: Any = False
+) -> Callable[..., Array]:
+    r"""Returns ``fs(xs, *args, key=None)`` mapping the one-sample ``f`` over ``xs``' leading axis.
 
     The output of ``f`` is checked (statically, with ``jax.eval_shape``) to be a
     scalar, so that a batched ``f`` is caught with a message rather than a
     silent broadcast.
-    """
 
-    def fs(xs: Any, *args: Any) -> Array:
+    With ``f_takes_key``, ``f`` is ``f(x, key, *args)`` and ``fs`` needs
+    ``key``: it is split into one key per row of ``xs``, so that every
+    evaluation of ``f`` draws its own, independent noise,
+
+    .. math::
+        \mathrm{fs}(x_{1:M}, \ldots, k)_m = f(x_m, k_m, \ldots), \qquad
+        (k_1, \ldots, k_M) = \mathrm{split}(k, M).
+
+    No two evaluations share a key, also not the two halves of an antithetic
+    pair or a sample and the samples that form its baseline: noise that
+    cannot be replayed cannot cancel, so a variance study measures what an
+    environment with irreproducible noise (an RL reward, a simulator, dropout)
+    gives. To reuse noise deliberately (common random numbers), pass a key
+    through ``*args`` instead, with ``f_takes_key=False``.
+    """
+    f_takes_key = check_f_takes_key(f_takes_key, fn)
+
+    def fs(xs: Any, *args: Any, key: Any = None) -> Array:
         x0 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), xs)
-        out = jax.eval_shape(lambda x: f(x, *args), x0)
+        if not f_takes_key:
+            out = jax.eval_shape(lambda x: f(x, *args), x0)
+            checks.check_scalar_output(getattr(out, "shape", None) or (), fn)
+            return jax.vmap(lambda x: f(x, *args))(xs)
+        if key is None:  # pragma: no cover - an estimator bug, not a user error
+            raise TypeError(f"{fn}: internal error: f takes a key but none was passed.")
+        n = jax.tree.leaves(xs)[0].shape[0]
+        keys = jax.random.split(key, n)
+        k0 = jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype)
+        out = jax.eval_shape(lambda x, k: f(x, k, *args), x0, k0)
         checks.check_scalar_output(getattr(out, "shape", None) or (), fn)
-        return jax.vmap(lambda x: f(x, *args))(xs)
+        return jax.vmap(lambda x, k: f(x, k, *args))(xs, keys)
 
     return fs
 

@@ -14,7 +14,7 @@ from jaxgrad._src.estimators import common
 Array = jax.Array
 
 
-def exact(f: Callable[..., Array], *, dist: Any) -> Callable[..., Array]:
+def exact(f: Callable[..., Array], *, dist: Any, f_takes_key: bool = False) -> Callable[..., Array]:
     r"""The exact expectation, by summing over the whole support, as an estimator.
 
     .. math::
@@ -30,7 +30,10 @@ def exact(f: Callable[..., Array], *, dist: Any) -> Callable[..., Array]:
 
     The key is accepted, validated and unused (no randomness), so that
     ``exact`` has the signature of every other estimator and can stand in for
-    one in studies and tests; it is not consumed.
+    one in studies and tests; it is not consumed. With ``f_takes_key`` it is
+    the source of ``f``'s own noise instead: each outcome's evaluation gets an
+    independent key split from it, and ``est`` is then an unbiased (no longer
+    exact) estimate of ``sum_x p(x) E_key[f(x, key)]``.
 
     Exact (zero variance). ``f`` is a black box. Requires a discrete ``dist``
     with ``support`` (``jaxgrad.dists.bernoulli``, ``categorical``, or a custom
@@ -41,6 +44,9 @@ def exact(f: Callable[..., Array], *, dist: Any) -> Callable[..., Array]:
     Args:
       f: the cost ``f(x, *args) -> scalar`` for one outcome ``x``.
       dist: a discrete spec with ``sample``, ``log_prob`` and ``support``.
+      f_takes_key: if true, ``f`` is ``f(x, key, *args)`` and every
+        evaluation gets its own independent key (see
+        ``jaxgrad.score_function``); static, default ``False``.
 
     Returns:
       ``est(key, params, *args) -> scalar``, the exact expectation in the dtype
@@ -66,13 +72,14 @@ def exact(f: Callable[..., Array], *, dist: Any) -> Callable[..., Array]:
     fn = "exact"
     common.check_f(f, fn)
     common.check_dist(dist, fn, need_support=True)
-    fs = common.batch_f(f, fn)
+    fs = common.batch_f(f, fn, f_takes_key=f_takes_key)
 
     def est(key: Any, params: Any, *args: Any) -> Array:
         checks.check_key(key, fn)
-        del key  # deterministic: the key is accepted for a uniform signature, not used
+        # Deterministic: the key is accepted for a uniform signature and used only for f's noise.
+        f_key = key if f_takes_key else None
         xs = jax.lax.stop_gradient(dist.support(jax.lax.stop_gradient(params)))
-        values = fs(xs, *args)
+        values = fs(xs, *args, key=f_key)
         out_dtype = values.dtype if jnp.issubdtype(values.dtype, jnp.floating) else jnp.float32
         lp = jax.vmap(lambda x: dist.log_prob(params, x))(xs)
         if jnp.ndim(lp) != 1:

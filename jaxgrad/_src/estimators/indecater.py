@@ -15,7 +15,9 @@ from jaxgrad._src.estimators import common
 Array = jax.Array
 
 
-def indecater(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[..., Array]:
+def indecater(
+    f: Callable[..., Array], *, num_samples: int = 1, f_takes_key: bool = False
+) -> Callable[..., Array]:
     r"""The IndeCateR estimator for independent categoricals.
 
     For ``D`` independent categoricals ``X_d ~ pi_d = softmax(l_d)`` with ``K``
@@ -53,6 +55,9 @@ def indecater(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[...,
         shape of ``logits`` (``[..., K]``, classes last; every leading element
         is an independent variable, as in ``jaxgrad.dists.categorical``).
       num_samples: joint samples for the outer expectation (static, ``>= 1``).
+      f_takes_key: if true, ``f`` is ``f(x, key, *args)`` and every
+        evaluation gets its own independent key (see
+        ``jaxgrad.score_function``); static, default ``False``.
 
     Returns:
       ``est(key, logits, *args) -> scalar``; ``jax.grad(est, argnums=1)`` is the
@@ -80,10 +85,11 @@ def indecater(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[...,
       https://arxiv.org/abs/2311.12569
     """
     fn = "indecater"
-    num_samples, fs = common.check_estimator(f, num_samples, fn)
+    num_samples, fs = common.check_estimator(f, num_samples, fn, f_takes_key=f_takes_key)
 
     def est(key: Any, logits: Any, *args: Any) -> Array:
         logits = common.check_logits(key, logits, fn, classes_last=True)
+        key, f_key = common.split_f_key(key, f_takes_key)
         dtype = logits.dtype
         cdtype = samplers.compute_dtype(dtype)
         shape = logits.shape
@@ -105,7 +111,7 @@ def indecater(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[...,
         )
         xs = jax.nn.one_hot(points, num_classes, dtype=dtype)
         xs = xs.reshape((num_samples * num_vars * num_classes, *shape))
-        values = fs(jax.lax.stop_gradient(xs), *args)
+        values = fs(jax.lax.stop_gradient(xs), *args, key=f_key)
         values = values.reshape(num_samples, num_vars, num_classes)
 
         pi = jax.nn.softmax(l, axis=-1)  # [D, K]

@@ -63,7 +63,9 @@ def _unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
     return jnp.sum(g, axis=axes, keepdims=True) if axes else g
 
 
-def measure_valued(f: Callable[..., Array], *, num_samples: int = 1) -> Callable[..., Array]:
+def measure_valued(
+    f: Callable[..., Array], *, num_samples: int = 1, f_takes_key: bool = False
+) -> Callable[..., Array]:
     r"""The measure-valued gradient estimator for a diagonal Gaussian ``(loc, scale)``.
 
     For each coordinate :math:`i`, with :math:`x \sim N(\mu, \sigma^2)` and
@@ -99,6 +101,10 @@ def measure_valued(f: Callable[..., Array], *, num_samples: int = 1) -> Callable
       f: the cost ``f(x, *args) -> scalar`` for one sample ``x`` of the
         broadcast shape of ``loc`` and ``scale``.
       num_samples: independent draws per estimate (static, ``>= 1``).
+      f_takes_key: if true, ``f`` is ``f(x, key, *args)`` and every
+        evaluation gets its own independent key, so the positive and negative
+        parts share no noise of ``f`` (see ``jaxgrad.score_function``);
+        static, default ``False``.
 
     Returns:
       ``est(key, params, *args) -> scalar`` with ``params = (loc, scale)``;
@@ -126,10 +132,11 @@ def measure_valued(f: Callable[..., Array], *, num_samples: int = 1) -> Callable
       chains*, J. Optim. Theory Appl. 2008.
     """
     fn = "measure_valued"
-    num_samples, fs = common.check_estimator(f, num_samples, fn)
+    num_samples, fs = common.check_estimator(f, num_samples, fn, f_takes_key=f_takes_key)
 
     def est(key: Any, params: Any, *args: Any) -> Array:
         checks.check_key(key, fn)
+        key, f_key = common.split_f_key(key, f_takes_key)
         loc, scale = _loc_scale(params, fn)
         shape = jnp.broadcast_shapes(loc.shape, scale.shape)
         x_dtype = loc.dtype if loc.dtype.itemsize >= scale.dtype.itemsize else scale.dtype
@@ -161,7 +168,7 @@ def measure_valued(f: Callable[..., Array], *, num_samples: int = 1) -> Callable
             axis=1,
         )  # [s, 1 + 3d, d]
         xs = jax.lax.stop_gradient(xs.reshape((s * (1 + 3 * d), *shape)).astype(x_dtype))
-        values = fs(xs, *args).reshape(s, 1 + 3 * d)
+        values = fs(xs, *args, key=f_key).reshape(s, 1 + 3 * d)
         out = values[:, 0]
         v = jax.lax.stop_gradient(values).astype(dtype)
         f_base = v[:, 0]

@@ -14,7 +14,9 @@ from jaxgrad._src.estimators import common
 Array = jax.Array
 
 
-def pathwise(f: Callable[..., Array], *, dist: Any, num_samples: int = 1) -> Callable[..., Array]:
+def pathwise(
+    f: Callable[..., Array], *, dist: Any, num_samples: int = 1, f_takes_key: bool = False
+) -> Callable[..., Array]:
     r"""The pathwise (reparameterization) estimator: differentiate through the sample.
 
     For a reparameterizable distribution, :math:`x = g_\theta(\varepsilon)` with
@@ -39,6 +41,10 @@ def pathwise(f: Callable[..., Array], *, dist: Any, num_samples: int = 1) -> Cal
       dist: a reparameterizable spec, e.g. ``jaxgrad.dists.normal`` (params
         ``(loc, scale)``).
       num_samples: samples per estimate (static, ``>= 1``).
+      f_takes_key: if true, ``f`` is ``f(x, key, *args)`` and every
+        evaluation gets its own independent key (see
+        ``jaxgrad.score_function``); ``f`` is differentiated in ``x`` at fixed
+        key. Static, default ``False``.
 
     Returns:
       ``est(key, params, *args) -> scalar`` in the dtype of ``f``'s output.
@@ -78,11 +84,12 @@ def pathwise(f: Callable[..., Array], *, dist: Any, num_samples: int = 1) -> Cal
             f"custom spec with a differentiable sample sets reparameterizable = True."
         )
     num_samples = checks.check_num_samples(num_samples, fn)
-    fs = common.batch_f(f, fn)
+    fs = common.batch_f(f, fn, f_takes_key=f_takes_key)
 
     def est(key: Any, params: Any, *args: Any) -> Array:
         checks.check_key(key, fn)
+        key, f_key = common.split_f_key(key, f_takes_key)
         xs = common.sample_n(dist, key, params, num_samples)
-        return jnp.mean(fs(xs, *args))
+        return jnp.mean(fs(xs, *args, key=f_key))
 
     return est

@@ -68,40 +68,50 @@ def _relaxed_estimator(
     f: Callable[..., Array],
     control_variate: Callable[..., Array],
     num_samples: int,
+    f_takes_key: bool = False,
 ) -> Callable[..., Array]:
     """The shared body of REBAR and RELAX.
 
     Returns ``est(key, logits, cv_state, *args)``. The control variate is called
-    as ``control_variate(z, cv_state, frozen_args, dtype)`` with the continuous
-    sample ``z`` (compute dtype, shape of ``logits``), the tuning state (live,
-    so the variance loss reaches it), the extra arguments with their gradient
-    stopped, and the dtype of ``logits``; it returns a scalar in ``z.dtype``.
+    as ``control_variate(z, cv_key, cv_state, frozen_args, dtype)`` with the
+    continuous sample ``z`` (compute dtype, shape of ``logits``), a key of its
+    own for this one evaluation (``None`` unless ``f_takes_key``), the tuning
+    state (live, so the variance loss reaches it), the extra arguments with
+    their gradient stopped, and the dtype of ``logits``; it returns a scalar in
+    ``z.dtype``. With ``f_takes_key`` the ``3 * num_samples`` evaluations
+    (``f(b)``, ``c(z)``, ``c(z~)`` per sample) get independent keys.
     """
-    fs = common.batch_f(f, fn)
+    fs = common.batch_f(f, fn, f_takes_key=f_takes_key)
 
     def est(key: Any, logits: Any, cv_state: Any, *args: Any) -> Array:
         logits = common.check_logits(key, logits, fn)
+        key, f_key = common.split_f_key(key, f_takes_key)
+        cv_keys = None
+        if f_takes_key:
+            f_key, cv_key = jax.random.split(f_key)
+            cv_keys = jax.random.split(cv_key, (num_samples, 2))
         dtype = logits.dtype
         cdtype = samplers.compute_dtype(dtype)
         l = jax.lax.stop_gradient(logits).astype(cdtype)
         u, v = _logistic_pair(key, num_samples, logits.shape, cdtype)
         noise = jnp.log(u) - jnp.log1p(-u)  # standard logistic
         b = (l + noise > 0).astype(cdtype)
-        f_b = fs(b.astype(dtype), *args)  # the value: pathwise in *args
+        f_b = fs(b.astype(dtype), *args, key=f_key)  # the value: pathwise in *args
         frozen = jax.lax.stop_gradient(args)
 
-        def c(z: Array) -> Array:
-            return control_variate(z, cv_state, frozen, dtype)
+        def c(z: Array, cv_key: Any) -> Array:
+            return control_variate(z, cv_key, cv_state, frozen, dtype)
 
-        def one(noise_n: Array, v_n: Array, b_n: Array, f_bn: Array) -> Array:
-            c_z, vjp_z = jax.vjp(lambda l0: c(l0 + noise_n), l)
-            c_zt, vjp_zt = jax.vjp(lambda l0: c(_conditional_logistic(l0, b_n, v_n)), l)
+        def one(noise_n: Array, v_n: Array, b_n: Array, f_bn: Array, keys_n: Any) -> Array:
+            k_z, k_zt = (None, None) if keys_n is None else (keys_n[0], keys_n[1])
+            c_z, vjp_z = jax.vjp(lambda l0: c(l0 + noise_n, k_z), l)
+            c_zt, vjp_zt = jax.vjp(lambda l0: c(_conditional_logistic(l0, b_n, v_n), k_zt), l)
             one_ = sharding.vary_like(jnp.ones((), c_z.dtype), c_z, c_zt)
             score = b_n - jax.nn.sigmoid(l)  # grad_l log p(b | l)
             coef = jax.lax.stop_gradient(f_bn).astype(cdtype) - c_zt
             return coef * score + vjp_z(one_)[0] - vjp_zt(one_)[0]
 
-        g = jnp.mean(jax.vmap(one)(noise, v, b, f_b), axis=0)
+        g = jnp.mean(jax.vmap(one)(noise, v, b, f_b, cv_keys), axis=0)
         value = jnp.mean(f_b)
         # g keeps its dependence on the tuning parameters (double backprop).
         return common.with_gradient(value, logits, g.astype(dtype), differentiable=True)
@@ -119,6 +129,7 @@ def rebar(
     temperature: Any = 0.5,
     eta: Any = 1.0,
     num_samples: int = 1,
+    f_takes_key: bool = False,
 ) -> Callable[..., Array]:
     r"""The REBAR estimator for independent Bernoullis.
 
@@ -159,6 +170,10 @@ def rebar(
         traced.
       eta: the control-variate scale, scalar or broadcastable; may be traced.
       num_samples: independent samples averaged per estimate (static).
+      f_takes_key: if true, ``f`` is ``f(x, key, *args)`` and each of the three
+        evaluations per sample (``f(b)`` and the two relaxed ones) gets its
+        own independent key, so the control variate cannot cancel ``f``'s
+        noise (see ``jaxgrad.score_function``); static, default ``False``.
 
     Returns:
       ``est(key, logits, *args) -> scalar``; ``jax.grad(est, argnums=1)`` is the
@@ -189,17 +204,19 @@ def rebar(
     """
     fn = "rebar"
     common.check_f(f, fn)
+    f_takes_key = common.check_f_takes_key(f_takes_key, fn)
     num_samples = checks.check_num_samples(num_samples, fn)
     checks.check_positive(temperature, fn, "temperature")
 
-    def control_variate(z: Array, state: Any, args: tuple, dtype: Any) -> Array:
+    def control_variate(z: Array, cv_key: Any, state: Any, args: tuple, dtype: Any) -> Array:
         del state
         relaxed = jax.nn.sigmoid(z / jnp.asarray(temperature).astype(z.dtype))
-        out = f(relaxed.astype(dtype), *args)
+        keys = () if cv_key is None else (cv_key,)
+        out = f(relaxed.astype(dtype), *keys, *args)
         _check_scalar_cv(out, fn, "f")
         return jnp.asarray(eta).astype(z.dtype) * jnp.asarray(out).astype(z.dtype)
 
-    inner = _relaxed_estimator(fn, f, control_variate, num_samples)
+    inner = _relaxed_estimator(fn, f, control_variate, num_samples, f_takes_key)
 
     def est(key: Any, logits: Any, *args: Any) -> Array:
         return inner(key, logits, None, *args)
@@ -212,6 +229,7 @@ def relax(
     control_variate: Callable[..., Array],
     *,
     num_samples: int = 1,
+    f_takes_key: bool = False,
 ) -> Callable[..., Array]:
     r"""The RELAX estimator for independent Bernoullis, with a learned control variate.
 
@@ -244,8 +262,18 @@ def relax(
 
     Args:
       f: the cost ``f(x, *args) -> scalar`` for one binary sample ``x``.
-      control_variate: ``c(z, cv_params, *args) -> scalar``.
+      control_variate: ``c(z, cv_params, *args) -> scalar`` (with
+        ``f_takes_key``, ``c(z, key, cv_params, *args)``).
       num_samples: independent samples averaged per estimate (static).
+      f_takes_key: if true, ``f`` is ``f(x, key, *args)`` and the control
+        variate ``c(z, key, cv_params, *args)``: each of the three
+        evaluations per sample (``f(b)``, ``c(z)``, ``c(z~)``) gets its own
+        independent key. The control variate receives one because the usual
+        ones are built from ``f`` (REBAR's ``f(sigmoid(z / lam))``, the
+        registry's RELAX) and ``f`` then needs a key; a deterministic ``c``
+        ignores it. Independent keys keep ``c`` from cancelling ``f``'s noise
+        (see ``jaxgrad.score_function``) and keep the estimator unbiased.
+        Static, default ``False``.
 
     Returns:
       ``est(key, logits, cv_params, *args) -> scalar``.
@@ -290,13 +318,15 @@ def relax(
             f"got {type(control_variate).__name__}."
         )
     num_samples = checks.check_num_samples(num_samples, fn)
+    f_takes_key = common.check_f_takes_key(f_takes_key, fn)
 
-    def c(z: Array, cv_params: Any, args: tuple, dtype: Any) -> Array:
-        out = control_variate(z.astype(dtype), cv_params, *args)
+    def c(z: Array, cv_key: Any, cv_params: Any, args: tuple, dtype: Any) -> Array:
+        keys = () if cv_key is None else (cv_key,)
+        out = control_variate(z.astype(dtype), *keys, cv_params, *args)
         _check_scalar_cv(out, fn, "control_variate")
         return jnp.asarray(out).astype(z.dtype)
 
-    return _relaxed_estimator(fn, f, c, num_samples)
+    return _relaxed_estimator(fn, f, c, num_samples, f_takes_key)
 
 
 def variance_loss(est: Callable[..., Array]) -> Callable[..., tuple[Array, tuple[Any, Any]]]:

@@ -145,6 +145,7 @@ def sampler_estimator(
     *,
     num_samples: int = 1,
     name: str = "sampler_estimator",
+    f_takes_key: bool = False,
 ) -> Callable[..., Array]:
     r"""Wraps a sampler that carries its gradient rule as an estimator.
 
@@ -160,19 +161,23 @@ def sampler_estimator(
       sampler: ``sampler(key, logits) -> sample``.
       num_samples: samples averaged per estimate (static).
       name: the name used in error messages.
+      f_takes_key: if true, ``f`` is ``f(y, key, *args)`` and every
+        evaluation gets its own independent key (see
+        ``jaxgrad.score_function``); static, default ``False``.
 
     Returns:
       ``est(key, logits, *args) -> scalar``.
     """
     common.check_f(f, name)
     num_samples = checks.check_num_samples(num_samples, name)
-    fs = common.batch_f(f, name)
+    fs = common.batch_f(f, name, f_takes_key=f_takes_key)
 
     def est(key: Any, logits: Any, *args: Any) -> Array:
         checks.check_key(key, name)
+        key, f_key = common.split_f_key(key, f_takes_key)
         keys = jax.random.split(key, num_samples)
         ys = jax.vmap(sampler, in_axes=(0, None))(keys, logits)
-        return jnp.mean(fs(ys, *args))
+        return jnp.mean(fs(ys, *args, key=f_key))
 
     return est
 
@@ -244,14 +249,16 @@ def _relax(f, *, dist, num_samples, f_takes_key=False, temperature=0.5):
     estimator as a user would find it before tuning ``phi`` with
     ``variance_loss``).
     """
-    del dist, f_takes_key  # f_takes_key: item B
+    del dist
     from jaxgrad._src.estimators.rebar import relax
 
-    def control_variate(z, phi, *args):
+    def control_variate(z, *rest):
+        # rest = (key, phi, *args) with f_takes_key (the key goes to f), else (phi, *args).
+        keys, (phi, *args) = (rest[:1], rest[1:]) if f_takes_key else ((), rest)
         lam = jnp.asarray(temperature).astype(z.dtype)
-        return f(jax.nn.sigmoid(z / lam), *args) + jnp.sum(phi * z)
+        return f(jax.nn.sigmoid(z / lam), *keys, *args) + jnp.sum(phi * z)
 
-    est = relax(f, control_variate, num_samples=num_samples)
+    est = relax(f, control_variate, num_samples=num_samples, f_takes_key=f_takes_key)
 
     def with_initial_phi(key, logits, *args):
         phi = jnp.zeros(jnp.shape(logits), jnp.result_type(logits))
@@ -272,7 +279,7 @@ def _relaxation(sampler_name: str, **options: Any) -> Builder:
     """
 
     def build(f, *, dist, num_samples, f_takes_key=False, **extra):
-        del dist, f_takes_key  # f_takes_key: item B
+        del dist
         from jaxgrad._src import relaxations
 
         sampler = getattr(relaxations, sampler_name)
@@ -282,6 +289,7 @@ def _relaxation(sampler_name: str, **options: Any) -> Builder:
             lambda key, logits: sampler(key, logits, **kwargs),
             num_samples=num_samples,
             name=sampler_name,
+            f_takes_key=f_takes_key,
         )
 
     return build
@@ -343,7 +351,8 @@ _ENTRIES = (
         unbiased=True,
         black_box=True,
         higher_order=False,
-        f_evals=lambda n, s, v: 2 * 2 * _size(s) * n,
+        # Per draw: the base sample, two per loc coordinate, one per scale coordinate.
+        f_evals=lambda n, s, v: (3 * _size(s) + 1) * n,
         reference="Mohamed et al. 2020, sec. 6, https://jmlr.org/papers/v21/19-346.html",
     ),
     EstimatorInfo(

@@ -178,6 +178,7 @@ def _score_function(
     normalize: Any,
     return_f_values: bool,
     fn: str,
+    f_takes_key: bool = False,
 ) -> Callable[..., Any]:
     common.check_f(f, fn)
     common.check_dist(dist, fn)
@@ -185,17 +186,18 @@ def _score_function(
     mode, const = _check_baseline(baseline, num_samples, fn)
     scale = _check_normalize(normalize, fn)
     return_f_values = bool(return_f_values)
-    fs = common.batch_f(f, fn)
+    fs = common.batch_f(f, fn, f_takes_key=f_takes_key)
 
     def log_prob(params: Any, x: Any) -> Array:
         return dist.log_prob(params, x)
 
     def est(key: Any, params: Any, *args: Any) -> Any:
         checks.check_key(key, fn)
+        key, f_key = common.split_f_key(key, f_takes_key)
         frozen = jax.lax.stop_gradient(params)
         xs = jax.lax.stop_gradient(common.sample_n(dist, key, frozen, num_samples))
         _check_log_prob(dist, frozen, xs, fn)
-        values = fs(xs, *args)
+        values = fs(xs, *args, key=f_key)
         out_dtype = _float_dtype(values)
         f_sg = jax.lax.stop_gradient(values)
 
@@ -250,6 +252,7 @@ def score_function(
     baseline: Any = None,
     normalize: Any = None,
     return_f_values: bool = False,
+    f_takes_key: bool = False,
 ) -> Callable[..., Any]:
     r"""The score-function (REINFORCE) estimator as a function transformation.
 
@@ -302,6 +305,17 @@ def score_function(
         ``samples``, ``baseline``),
         so that baseline state can be updated in the same jitted step; use
         ``jax.grad(est, argnums=1, has_aux=True)``.
+      f_takes_key: if true, ``f`` is a cost with its own randomness (an RL
+        reward, a noisy simulator, dropout), called as ``f(x, key, *args)``;
+        ``est`` splits its ``key`` once into a sampling key and a key for
+        ``f``, which is split again into one independent key per evaluation.
+        No two evaluations share noise, so a baseline (``"loo"``,
+        ``"optimal"``) cannot cancel it: with one key shared through
+        ``*args``, the other samples' costs carry the same noise and LOO
+        subtracts it exactly, which makes a variance study optimistic for an
+        environment whose noise cannot be replayed. The estimator stays
+        unbiased for ``grad E_x E_key[f]``. Static; default ``False`` (then
+        the samples for a given ``key`` are exactly those of ``f(x, *args)``).
 
     Returns:
       ``est(key, params, *args)`` returning the estimate, a scalar in the dtype
@@ -344,7 +358,7 @@ def score_function(
       JMLR 2020, sec. 4. https://jmlr.org/papers/v21/19-346.html
     """
     return _score_function(
-        f, dist, num_samples, baseline, normalize, return_f_values, "score_function"
+        f, dist, num_samples, baseline, normalize, return_f_values, "score_function", f_takes_key
     )
 
 
@@ -355,6 +369,7 @@ def rloo(
     num_samples: int,
     normalize: Any = None,
     return_f_values: bool = False,
+    f_takes_key: bool = False,
 ) -> Callable[..., Any]:
     r"""REINFORCE leave-one-out: the score function with the mean of the other samples.
 
@@ -373,6 +388,9 @@ def rloo(
       num_samples: ``K >= 2`` samples per estimate (static).
       normalize: ``None`` or a positive scalar scale (see :func:`score_function`).
       return_f_values: return ``(estimate, aux)`` (see :func:`score_function`).
+      f_takes_key: call ``f(x, key, *args)`` with an independent key per
+        evaluation (see :func:`score_function`); the leave-one-out baseline
+        then cannot cancel ``f``'s noise.
 
     Returns:
       ``est(key, params, *args) -> scalar`` (or ``(estimate, aux)``).
@@ -393,4 +411,6 @@ def rloo(
       Kool, van Hoof & Welling, *Buy 4 REINFORCE Samples, Get a Baseline for
       Free!*, ICLR workshop 2019. https://openreview.net/forum?id=r1lgTGL5DE
     """
-    return _score_function(f, dist, num_samples, "loo", normalize, return_f_values, "rloo")
+    return _score_function(
+        f, dist, num_samples, "loo", normalize, return_f_values, "rloo", f_takes_key
+    )

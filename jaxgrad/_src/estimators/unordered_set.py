@@ -243,7 +243,9 @@ def set_estimate(log_pi: Array, idx: Array, log_p: Array, values: Array) -> tupl
     return weights, jnp.sum(coef[:, None, None] * score, axis=0)
 
 
-def unordered_set(f: Callable[..., Array], *, num_samples: int) -> Callable[..., Array]:
+def unordered_set(
+    f: Callable[..., Array], *, num_samples: int, f_takes_key: bool = False
+) -> Callable[..., Array]:
     r"""The unordered set estimator with its built-in baseline (sampling without replacement).
 
     Draws a set ``S`` of ``k = num_samples`` distinct outcomes by
@@ -290,6 +292,10 @@ def unordered_set(f: Callable[..., Array], *, num_samples: int) -> Callable[...,
         shape of ``logits``.
       num_samples: ``k``, the number of distinct samples (static, ``>= 2`` and
         at most ``K ** D``).
+      f_takes_key: if true, ``f`` is ``f(x, key, *args)`` and every
+        evaluation gets its own independent key, so the built-in baseline
+        (the other members' costs) does not cancel ``f``'s noise (see
+        ``jaxgrad.score_function``); static, default ``False``.
 
     Returns:
       ``est(key, logits, *args) -> scalar``; ``jax.grad(est, argnums=1)`` is the
@@ -323,7 +329,12 @@ def unordered_set(f: Callable[..., Array], *, num_samples: int) -> Callable[...,
     """
     fn = "unordered_set"
     k, fs = common.check_estimator(
-        f, num_samples, fn, minimum=2, why="The built-in baseline needs at least two samples."
+        f,
+        num_samples,
+        fn,
+        minimum=2,
+        why="The built-in baseline needs at least two samples.",
+        f_takes_key=f_takes_key,
     )
 
     def est(key: Any, logits: Any, *args: Any) -> Array:
@@ -346,9 +357,10 @@ def unordered_set(f: Callable[..., Array], *, num_samples: int) -> Callable[...,
         l = jax.lax.stop_gradient(logits).astype(cdtype).reshape(num_vars, num_classes)
         log_pi = jax.nn.log_softmax(l, axis=-1)
 
+        key, f_key = common.split_f_key(key, f_takes_key)
         idx, log_p = _beam_sample(key, log_pi, k)  # [k, D], [k]
         xs = jax.nn.one_hot(idx, num_classes, dtype=dtype).reshape((k, *shape))
-        values = fs(xs, *args)
+        values = fs(xs, *args, key=f_key)
 
         weights, grad = set_estimate(log_pi, idx, log_p, jax.lax.stop_gradient(values))
         value = jnp.sum(weights.astype(values.dtype) * values)
