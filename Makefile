@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 jaxgrad tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup jaxgrad tests
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"

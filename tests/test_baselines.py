@@ -265,6 +265,7 @@ def toy_samples(t):
     )
 
 
+@pytest.mark.xdist_group("baselines_toy")  # one worker reads the cached study
 @pytest.mark.parametrize("t", [0.45, 0.499])
 def test_reinforce_variance_matches_exact_at_1e6_keys(t):
     g = np.asarray(toy_samples(t)["none-1"][:, 0], np.float64)
@@ -272,6 +273,7 @@ def test_reinforce_variance_matches_exact_at_1e6_keys(t):
     assert abs(var / REINFORCE_EXACT[t] - 1) < 0.02, (t, var, REINFORCE_EXACT[t])
 
 
+@pytest.mark.xdist_group("baselines_toy")  # one worker reads the cached study
 @pytest.mark.parametrize("t", [0.45, 0.499])
 def test_every_baseline_reduces_variance_with_common_random_numbers(t):
     samples = {k: np.asarray(v[:, 0], np.float64) for k, v in toy_samples(t).items()}

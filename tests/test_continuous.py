@@ -138,11 +138,14 @@ def _exact(name):
     return (g_loc, g_scale), g_c
 
 
+# Both read the cached study: one xdist worker runs them (``--dist loadgroup``).
+@pytest.mark.xdist_group("continuous_study")
 @pytest.mark.parametrize("name", sorted(n for n in STUDY if n != "pathwise/step"))
 def test_unbiased_closed_forms(name):
     assert_unbiased(study()[name], _exact(name))
 
 
+@pytest.mark.xdist_group("continuous_study")
 def test_power_rejects_pathwise_on_a_step():
     samples = study()["pathwise/step"]
     np.testing.assert_array_equal(samples[0][0], 0.0)  # zero almost surely

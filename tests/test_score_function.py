@@ -170,6 +170,13 @@ def study():
     return grad_samples(est, jax.random.key(11), params, num_keys=NUM_KEYS, batch_size=2_500)
 
 
+# Tests that read one cached study run on one xdist worker (``--dist loadgroup``), so
+# that the study is compiled and run once, not once per worker.
+STUDY_GROUP = pytest.mark.xdist_group("score_function_study")
+FORMULA_GROUP = pytest.mark.xdist_group("score_function_formulas")
+
+
+@STUDY_GROUP
 @pytest.mark.parametrize(("problem", "option"), [c for c in STUDY_CASES if c[0] != "normal"])
 def test_unbiased_discrete(problem, option):
     dist, f, params, w = PROBLEMS[problem]
@@ -179,6 +186,7 @@ def test_unbiased_discrete(problem, option):
     assert_unbiased((g_params * s, g_w), exact_grads(dist, f, params, w))
 
 
+@STUDY_GROUP
 @pytest.mark.parametrize("option", STUDY_OPTIONS["normal"])
 def test_unbiased_gaussian_closed_forms(option):
     (g_loc, g_scale), g_c = study()[f"normal/{option}"]
@@ -186,6 +194,7 @@ def test_unbiased_gaussian_closed_forms(option):
     assert_unbiased(((g_loc * s, g_scale * s), g_c), normal_exact(NORMAL_PARAMS, NORMAL_C))
 
 
+@STUDY_GROUP
 def test_power_rejects_straight_through():
     samples = study()["bernoulli/straight-through"]
     with pytest.raises(AssertionError, match="biased"):
@@ -225,6 +234,7 @@ def formulas():
     return run(FORMULA_KEYS(), FORMULA_KEYS(), BERN_W)
 
 
+@FORMULA_GROUP
 @pytest.mark.parametrize("option", sorted(OPTIONS))
 def test_value_and_gradient_formula(option):
     baseline, normalize, n = OPTIONS[option]
@@ -252,6 +262,7 @@ def test_value_and_gradient_formula(option):
     np.testing.assert_allclose(np.asarray(grad), expected, rtol=2e-4, atol=1e-5)
 
 
+@FORMULA_GROUP
 @pytest.mark.parametrize("option", sorted(OPTIONS))
 def test_args_and_closures_are_pathwise_on_the_same_samples(option):
     _, _, g_w, g_closure = formulas()[option]
