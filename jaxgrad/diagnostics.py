@@ -114,12 +114,33 @@ def _acc_dtype() -> jnp.dtype:
     return jnp.dtype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
 
 
+#: Keys per reduction block. Statistics are reduced over blocks of this many
+#: consecutive keys, aligned at multiples of it, with one fixed summation tree,
+#: and the blocks are merged on the host in key order: the same operations on
+#: the same numbers for any chunk size and device count (chunks hold whole blocks).
+_BLOCK = 64
+
+
+def _tree_sum(x: Array) -> Array:
+    """Sums axis 1 (of power-of-two length) by halving: one fixed order of additions."""
+    while x.shape[1] > 1:
+        h = x.shape[1] // 2
+        x = x[:, :h] + x[:, h:]
+    return x[:, 0]
+
+
 @functools.partial(jax.jit, static_argnames=("est", "num_keys", "width", "per_device", "mesh"))
 def _moments_program(key, params, args, start, *, est, num_keys, width, per_device, mesh):
-    """Per-chunk (count, mean, centred sum of squares) for ``per_device`` chunks per device."""
+    """Per-block ``(shift, sum(g - shift), sum((g - shift)^2))`` of ``per_device`` chunks a device.
+
+    A block is ``_BLOCK`` consecutive keys; its shift is its first estimate
+    (so a constant estimator has exactly zero spread); keys past ``num_keys``
+    contribute zeros.
+    """
     num_chunks = _ceil_div(num_keys, width)
     acc = _acc_dtype()
     size = sum(math.prod(jnp.shape(p)) for p in jax.tree.leaves(params))
+    blocks = width // _BLOCK
 
     def one_chunk(c, key, params, args):
         def compute(c):
@@ -129,16 +150,15 @@ def _moments_program(key, params, args, start, *, est, num_keys, width, per_devi
                 [x.reshape(width, -1).astype(acc) for x in jax.tree.leaves(g)], axis=1
             )
             valid = (first + jnp.arange(width, dtype=jnp.uint32)) < np.uint32(num_keys)
-            n = jnp.sum(valid).astype(acc)
-            # Two passes, shifted by the first estimate: exact for constant estimates.
-            shift = flat[0]
-            mean = shift + jnp.sum(jnp.where(valid[:, None], flat - shift, 0), axis=0) / n
-            dev = jnp.where(valid[:, None], flat - mean, 0)
-            return n, mean, jnp.sum(dev * dev, axis=0)
+            flat = flat.reshape(blocks, _BLOCK, size)
+            shift = flat[:, 0]
+            dev = jnp.where(valid.reshape(blocks, _BLOCK, 1), flat - shift[:, None], 0)
+            return shift, _tree_sum(dev), _tree_sum(dev * dev)
 
         def skip(c):
             del c
-            return jnp.zeros((), acc), jnp.zeros((size,), acc), jnp.zeros((size,), acc)
+            zeros = jnp.zeros((blocks, size), acc)
+            return zeros, zeros, zeros
 
         return jax.lax.cond(c < np.uint32(num_chunks), compute, skip, c)
 
@@ -342,16 +362,51 @@ def _default_width(params: Any, num_keys: int) -> int:
     return int(min(num_keys, max(64, min(2**14, 2**19 // size))))
 
 
-def _merge(state, n, mean, m2):
-    """Chan et al.'s pairwise update of (count, mean, M2), in float64."""
-    n0, mean0, m20 = state
-    if n == 0:
-        return state
-    if n0 == 0:
-        return n, mean, m2
-    tot = n0 + n
-    delta = mean - mean0
-    return tot, mean0 + delta * (n / tot), m20 + m2 + delta * delta * (n0 * n / tot)
+class _Moments:
+    r"""Sums about a fixed shift, accumulated block by block in key order, in float64.
+
+    With :math:`c` the first estimate of all, each block's
+    :math:`(s, A = \sum (g - s), Q = \sum (g - s)^2)` over its :math:`n_b`
+    keys becomes :math:`S_1 = A + n_b \delta` and
+    :math:`S_2 = Q + 2 \delta A + n_b \delta^2` about :math:`c`
+    (:math:`\delta = s - c`), and these are added in key order (a sequential
+    fold, ``np.cumsum``), so the result does not depend on how the blocks
+    arrived; then :math:`\bar g = c + S_1 / N` and
+    :math:`M_2 = S_2 - S_1^2 / N`.
+    """
+
+    def __init__(self, size: int):
+        self.n = 0
+        self.c = None
+        self.s1 = np.zeros(size)
+        self.s2 = np.zeros(size)
+
+    def add(self, counts: np.ndarray, shift: np.ndarray, a: np.ndarray, q: np.ndarray) -> None:
+        k = int(np.count_nonzero(counts))  # the blocks with keys form a prefix
+        if k == 0:
+            return
+        nb = counts[:k, None].astype(np.float64)
+        if self.c is None:
+            self.c = shift[0].copy()
+        s1 = np.empty((k + 1, a.shape[1]))
+        s2 = np.empty((k + 1, a.shape[1]))
+        s1[0], s2[0] = self.s1, self.s2
+        delta = shift[:k] - self.c
+        np.multiply(nb, delta, out=s1[1:])
+        s1[1:] += a[:k]
+        np.multiply(nb * delta + 2 * a[:k], delta, out=s2[1:])
+        s2[1:] += q[:k]
+        # A sequential fold in key order, however the blocks were grouped.
+        self.s1 = np.cumsum(s1, axis=0)[-1]
+        self.s2 = np.cumsum(s2, axis=0)[-1]
+        self.n += int(np.sum(counts[:k]))
+
+    def result(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(n, mean, M2)``."""
+        n = self.n
+        mean = self.c + self.s1 / n
+        m2 = np.maximum(self.s2 - self.s1 * self.s1 / n, 0.0)
+        return float(n), mean, m2
 
 
 def grad_stats(
@@ -376,12 +431,17 @@ def grad_stats(
         \mathrm{SNR} = \frac{|\bar g|}{s}, \quad
         \mathrm{MSE} = \frac1N \sum_n (\hat g_n - g^\star)^2 .
 
-    Each chunk of ``batch_size`` keys is reduced on its device to a count, a
-    mean and a centred sum of squares; the host merges the chunks in order
-    with Chan et al.'s update in float64, so memory stays flat in ``num_keys``
-    (1e7 keys take the memory of 1e4) and the figures are identical for any
-    number of devices. The estimator is compiled once, then timed: wall time per
-    estimate excludes compilation. Efficiency is ``(MSE or variance) x f_evals``.
+    Each chunk of ``batch_size`` keys is reduced on its device, in blocks of
+    64 consecutive keys aligned at multiples of 64, to a shift (the block's
+    first estimate), the sum of deviations from it and the sum of their
+    squares, each summed by one fixed pairwise tree; the host adds the blocks
+    in key order in float64 about the very first estimate. Memory stays flat
+    in ``num_keys`` (1e7 keys take the memory of 1e4), and the figures are
+    bit-identical for any ``batch_size`` and any number of devices: every
+    block is the same operations on the same numbers however the keys are
+    chunked (given that the per-key estimates are, see :func:`grad_samples`).
+    The estimator is compiled once, then timed: wall time per estimate
+    excludes compilation. Efficiency is ``(MSE or variance) x f_evals``.
 
     Args:
       est: an estimator ``est(key, params, *args) -> scalar``.
@@ -389,8 +449,8 @@ def grad_stats(
       params: the parameters the gradient is taken with respect to (a pytree).
       *args: further arguments of ``est``, held fixed.
       num_keys: the number of independent estimates (at least 2).
-      batch_size: keys per vectorized chunk; default chooses from the size of
-        ``params`` (at most 16384).
+      batch_size: keys per vectorized chunk, rounded up to a multiple of 64;
+        default chooses from the size of ``params`` (at most 16384).
       exact: the exact gradient (a pytree like ``params``), for bias and MSE.
       f_evals: evaluations of ``f`` per estimate, e.g.
         ``jaxgrad.ESTIMATORS[name].cost(variable, shape)``.
@@ -415,7 +475,8 @@ def grad_stats(
 
     References:
       Chan, Golub & LeVeque, *Algorithms for computing the sample variance*,
-      1983. https://doi.org/10.1080/00031305.1983.10483115
+      1983 (sums about a shift, pairwise summation).
+      https://doi.org/10.1080/00031305.1983.10483115
     """
     fn = "grad_stats"
     checks.check_key(key, fn)
@@ -424,15 +485,16 @@ def grad_stats(
     mesh = _mesh(devices, fn)
     d = mesh.size
     width = _default_width(params, num_keys) if batch_size is None else batch_size
-    width = max(min(width, num_keys), 2)
+    width = _ceil_div(min(width, num_keys), _BLOCK) * _BLOCK  # whole reduction blocks
     num_chunks = _ceil_div(num_keys, width)
-    # About 20 host round trips (for progress and bounded output), each
-    # device taking `per_device` chunks per round.
-    per_device = max(1, _ceil_div(num_chunks, 20 * d))
-    per_round = per_device * d
     treedef = jax.tree.structure(params)
     shapes = [jnp.shape(p) for p in jax.tree.leaves(params)]
     size = sum(math.prod(s) for s in shapes)
+    # About 20 host round trips (for progress), each device taking `per_device`
+    # chunks per round, with at most about 2**22 block figures per round.
+    cap = max(1, 2**22 // (d * (width // _BLOCK) * max(size, 1)))
+    per_device = max(1, min(_ceil_div(num_chunks, 20 * d), cap))
+    per_round = per_device * d
 
     exact_flat = None
     if exact is not None:
@@ -461,22 +523,24 @@ def grad_stats(
     jax.block_until_ready(run(key, params, args, np.uint32(num_chunks)))
     compile_time = time.perf_counter() - t0
 
-    state = (0.0, np.zeros(size), np.zeros(size))
+    moments = _Moments(size)
     t0 = time.perf_counter()
     starts = range(0, num_chunks, per_round)
     pending = run(key, params, args, np.uint32(starts[0]))
-    for i, _ in enumerate(starts):
+    blocks_per_round = per_round * (width // _BLOCK)
+    for i, start in enumerate(starts):
         out = pending
         if i + 1 < len(starts):  # dispatch the next round before reading this one
             pending = run(key, params, args, np.uint32(starts[i + 1]))
-        n, mean, m2 = (_to_host(x).astype(np.float64) for x in out)
-        for j in range(n.shape[0]):
-            state = _merge(state, float(n[j]), mean[j], m2[j])
+        shift, a, q = (_to_host(x).astype(np.float64).reshape(-1, size) for x in out)
+        first = start * width + _BLOCK * np.arange(blocks_per_round)
+        counts = np.clip(num_keys - first, 0, _BLOCK)
+        moments.add(counts, shift, a, q)
         if progress is not None:
-            progress(int(state[0]), num_keys)
+            progress(moments.n, num_keys)
     elapsed = time.perf_counter() - t0
 
-    n, mean, m2 = state
+    n, mean, m2 = moments.result()
     variance = m2 / (n - 1)
     std = np.sqrt(variance)
     absmean = np.abs(mean)

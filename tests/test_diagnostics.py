@@ -1,5 +1,6 @@
 """Tests for jaxgrad.diagnostics: sharded chunked sampling, streaming stats, exact oracles."""
 
+import contextlib
 import importlib
 import json
 import os
@@ -498,3 +499,36 @@ def test_study_argument_errors():
         kwargs = {"estimators": ["disarm"], "dist": BERNOULLI, **kwargs}
         with pytest.raises(err, match=message):
             dg.study(kwargs.pop("estimators"), f, p, **kwargs)
+
+
+# --- statistics independent of the chunking --------------------------------
+
+
+def _float32_reinforce():
+    return toy_estimator("reinforce", 1)
+
+
+@pytest.mark.parametrize("x64", [True, False], ids=["x64", "x32"])
+def test_grad_stats_bit_identical_for_any_batch_size_and_device_count(x64, key):
+    """The same figures, to the last bit, for every chunking and device count (float32 est)."""
+    est = _float32_reinforce()
+    params, t = logit(0.3), jnp.float32(0.45)
+    exact = jnp.full((1,), 0.3 * 0.7 * 0.1)
+    one = jax.devices()[:1]
+    n = 5003  # a multiple of neither the block (64), the chunk nor the device count
+    context = contextlib.nullcontext() if x64 else jax.enable_x64(False)
+    with context:
+        runs = [
+            dg.grad_stats(est, key, params, t, num_keys=n, batch_size=b, exact=exact, devices=d)
+            for b, d in [(16, None), (100, None), (1000, one), (None, one), (7, None)]
+        ]
+    assert runs[0].num_devices == 8 and runs[2].num_devices == 1
+    assert {r.batch_size for r in runs} == {64, 128, 1024, 5056}
+    for r in runs[1:]:
+        for field in ("mean", "variance", "stderr", "snr", "bias", "mse"):
+            np.testing.assert_array_equal(r.flat(field), runs[0].flat(field), err_msg=field)
+    # And accurate: against float64 statistics of the same estimates.
+    g = np.asarray(dg.grad_samples(est, key, params, t, num_keys=n), np.float64)
+    rtol = 1e-12 if x64 else 1e-6  # float32 block sums of 16 keys on the device
+    np.testing.assert_allclose(runs[0].flat("mean"), g.mean(0), rtol=rtol)
+    np.testing.assert_allclose(runs[0].flat("variance"), g.var(0, ddof=1), rtol=1000 * rtol)
