@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# Three coins at different p, where the estimators differ (at one fair coin DisARM is exact).
 demo: $(STAMP)
-	$(BIN)/jaxgrad study bernoulli-toy --out results/demo
+	$(BIN)/jaxgrad study bernoulli-toy --p 0.1,0.3,0.6 --num-keys 200000 --out results/demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -115,15 +115,21 @@ def test_study_other_problems(problem, options, estimators, tmp_path, capsys):
 @pytest.mark.skipif(not os.path.exists(DATA), reason=f"binarized MNIST not found at {DATA}")
 def test_study_binary_vae(tmp_path, capsys):
     out = str(tmp_path / "vae")
-    argv = "study binary-vae --latent 8 --images 2 --train-steps 0 --estimators disarm"
-    argv = [*argv.split(), "--num-keys", "300", "--data", DATA, "--out", out]
-    rc, stdout, stderr = run(argv, capsys)
+    argv = "study binary-vae --latent 8 --images 2 --train-steps 0"
+    argv = [*argv.split(), "--estimators", "disarm,straight-through", "--num-keys", "300"]
+    rc, stdout, stderr = run([*argv, "--data", DATA, "--out", out], capsys)
     assert rc == 0, stderr
-    rows, doc = check_outputs(out, stdout, ["disarm"], 300)
+    rows, doc = check_outputs(out, stdout, ["disarm", "straight-through"], 300)
     assert len(doc["problem"]["coordinates"]) == 16  # 2 images x 8 latent bits
     assert doc["problem"]["exact"] is None
     assert doc["problem"]["settings"]["latent"] == 8
-    assert np.all(np.isfinite(doc["results"][0]["coordinates"]["variance"]))
+    # No exact gradient: bias and MSE against the unbiased estimators, and it says so.
+    assert doc["reference"]["kind"] == "pooled" and doc["reference"]["estimators"] == ["disarm"]
+    assert "reference: no exact gradient; the inverse-variance weighted mean" in stdout
+    for res in doc["results"]:
+        assert res["bias_against"] == "pooled" and res["bias_norm"] is not None
+        assert np.all(np.isfinite(res["coordinates"]["variance"]))
+        assert res["efficiency"] == pytest.approx(res["total_mse"] * res["f_evals"])
 
 
 def _bad_npz(tmp_path, kind):

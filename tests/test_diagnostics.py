@@ -384,11 +384,15 @@ def _pairs():
     return [*pairs, ("broken", _broken, {"unbiased": True, "f_evals": 1})]
 
 
+STUDY_GROUP = pytest.mark.xdist_group("diagnostics_study")  # one worker builds the study
+
+
 @pytest.fixture(scope="module")
 def pooled_study():
     return dg.study(_pairs(), coupled_f, STUDY_LOGITS, num_keys=20_000, key=3, batch_size=4096)
 
 
+@STUDY_GROUP
 def test_study_without_exact_gradient_pools_the_unbiased_estimators(pooled_study):
     s = pooled_study
     exact = np.asarray(dg.exact_grad(coupled_f, STUDY_LOGITS, dist=BERNOULLI), np.float64)
@@ -417,6 +421,7 @@ def test_study_without_exact_gradient_pools_the_unbiased_estimators(pooled_study
     assert s.results[-1].name == "broken"  # NaN: ranked last, and not in the reference
 
 
+@STUDY_GROUP
 def test_study_table_says_which_reference_and_shows_nan_as_nan(pooled_study):
     table = pooled_study.table()
     lines = table.splitlines()
@@ -428,6 +433,7 @@ def test_study_table_says_which_reference_and_shows_nan_as_nan(pooled_study):
     assert "nan" not in rloo and " - " not in rloo
 
 
+@STUDY_GROUP
 def test_study_with_exact_gradient_and_user_estimators_reuses_one_implementation():
     exact = dg.exact_grad(coupled_f, STUDY_LOGITS, dist=BERNOULLI)
     s = dg.study(
@@ -453,6 +459,7 @@ def test_study_with_exact_gradient_and_user_estimators_reuses_one_implementation
     assert np.any(np.abs(st.flat("bias")) > 5 * st.flat("stderr"))
 
 
+@STUDY_GROUP
 def test_write_study_is_atomic_and_never_mixes_studies(pooled_study, tmp_path, monkeypatch):
     out = tmp_path / "o"
     paths = pooled_study.write(str(out), plot=False)
