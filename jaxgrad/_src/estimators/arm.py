@@ -42,7 +42,7 @@ def _antithetic(
         f_anti = jax.lax.stop_gradient(values[num_samples:]).astype(cdtype)
         diff = (f_b - f_anti).reshape((num_samples,) + (1,) * len(shape))
         grad = jnp.mean(diff * weight(u, l, b.astype(cdtype), b_anti.astype(cdtype)), axis=0)
-        return common.with_gradient(jnp.mean(values), logits, grad)
+        return common.with_gradient(jnp.mean(values), logits, grad, fn=fn)
 
     return est
 

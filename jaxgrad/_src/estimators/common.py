@@ -9,13 +9,14 @@ batch it, validate it, and build the stop-gradient surrogates.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._src import checks
+from jaxgrad._src import checks, sharding
 
 Array = jax.Array
 
@@ -191,37 +192,131 @@ def batch_f(
     return fs
 
 
-def with_gradient(value: Array, params: Any, grad: Any, *, differentiable: bool = False) -> Array:
+#: The estimators whose second derivatives are correct, named in the error for the others.
+HIGHER_ORDER_ALTERNATIVES = (
+    'jaxgrad.score_function with baseline=None or "loo", jaxgrad.rloo, or jaxgrad.pathwise '
+    "(reparameterizable dists); jaxgrad.exact for small discrete supports"
+)
+
+
+def _is_zero(t: Any) -> bool:
+    return isinstance(t, jax.custom_derivatives.SymbolicZero)
+
+
+@functools.cache
+def _refuse(fn: str) -> Callable[..., Any]:
+    """The identity on a list of arrays whose derivative raises (for estimator ``fn``).
+
+    Called inside the derivative rule of :func:`_attach`, it sees a tangent only
+    when an *outer* derivative reaches its inputs: a second derivative.
+    """
+
+    @jax.custom_jvp
+    def refuse(xs: list) -> list:
+        return xs
+
+    def rule(primals, tangents):
+        (xs,), (ts,) = primals, tangents
+        if any(not _is_zero(t) for t in ts):
+            raise TypeError(
+                f"{fn} is a first-order estimator: its gradient estimate is attached by a "
+                f"custom rule, so a second derivative through it (jax.hessian, "
+                f"jacfwd(jacrev), jacrev(jacrev), or a mixed derivative in params and *args) "
+                f"would be silently wrong and is refused. First derivatives (jax.grad, "
+                f"jacrev, jacfwd, jvp) work; for second derivatives use "
+                f"{HIGHER_ORDER_ALTERNATIVES}."
+            )
+        return xs, [jnp.zeros_like(x) for x in xs]
+
+    refuse.defjvp(rule, symbolic_zeros=True)
+    return refuse
+
+
+@functools.cache
+def _attach(fn: str) -> Callable[..., Array]:
+    r"""``attach(value, ps, gs) = value`` whose tangent is ``dvalue + sum_i <dp_i, g_i>``.
+
+    ``gs`` are the gradient estimates of the parameter leaves ``ps`` (masked:
+    zero at infinite parameters). The first-order rule never differentiates
+    ``gs``: they enter the tangent as they are, constants unless the caller
+    kept their dependence on tuning parameters (double backprop). Inside
+    the rule ``ps`` always, and ``value`` whenever ``ps`` are differentiated,
+    pass through :func:`_refuse`, so that an outer derivative of a derivative
+    raises: ``d/dp`` of the ``p`` tangent (the Hessian), ``d/dargs`` of it
+    (``value`` depends on ``*args`` and on what ``f`` closes over, and so does
+    the estimate), ``d/dp`` of the ``args`` tangent (``p``). A second
+    derivative in ``*args`` alone only differentiates ``value``'s own
+    (pathwise) tangent, and works.
+    """
+    refuse = _refuse(fn)
+
+    @jax.custom_jvp
+    def attach(value: Array, ps: list, gs: list) -> Array:
+        return value
+
+    def rule(primals, tangents):
+        value, ps, gs = primals
+        d_value, d_ps, _ = tangents  # gs are constants at first order
+        live = [not _is_zero(t) for t in d_ps]
+        watched = refuse(list(ps) + ([value] if any(live) else []))
+        ps = watched[: len(ps)]
+        out = jnp.zeros_like(value) if _is_zero(d_value) else d_value
+        for p, t, g, on in zip(ps, d_ps, gs, live, strict=True):
+            if on:
+                g = g.astype(p.dtype)
+                g = jnp.where(jnp.isinf(p), jnp.zeros_like(g), g)
+                out = out + jnp.sum(t * g).astype(value.dtype)
+        return value, sharding.vary_like(out, value)
+
+    attach.defjvp(rule, symbolic_zeros=True)
+    return attach
+
+
+def with_gradient(
+    value: Array,
+    params: Any,
+    grad: Any,
+    *,
+    fn: str,
+    differentiable: bool = False,
+) -> Array:
     r"""Returns ``value`` whose gradient with respect to ``params`` is ``grad``.
 
     .. math::
-        s(\theta) = v + \langle \theta - \bot(\theta), \bot(\hat g) \rangle,
-        \qquad s = v, \qquad \nabla_\theta s = \hat g + \nabla_\theta v .
+        s(\theta) = v, \qquad \nabla_\theta s = \hat g + \nabla_\theta v ,
 
     ``value`` should not depend on ``params`` except through paths whose
     gradient is wanted as well (e.g. ``f``'s own arguments, pathwise); ``grad``
-    is a pytree like ``params``, an estimate computed by the caller. This is the
-    stop-gradient form of a custom VJP: it composes with ``vmap``, ``jit`` and
-    forward mode, but its second derivative in ``params`` is zero, so
-    estimators built on it are first-order only (the registry says which).
-    Infinite entries of ``params`` (masked logits) get a zero gradient and do
-    not turn the value into NaN.
+    is a pytree like ``params``, an estimate computed by the caller (a
+    constant for the first derivative). The rule is a ``jax.custom_jvp`` (so
+    ``jax.grad``, ``jacrev``, ``jacfwd``, ``jvp``, ``vmap``, ``jit`` and
+    ``shard_map`` work), and estimators built on it are **first-order only**:
+    any second derivative through it, in ``params`` (``jax.hessian``, either
+    order) or mixed with ``*args``, raises a ``TypeError`` naming the
+    estimator ``fn`` and the higher-order alternatives, instead of returning
+    the zeros that stop-gradient algebra would. A second derivative in
+    ``*args`` alone works (it only differentiates ``value``).
+
+    Parameters: infinite entries (masked logits) get a zero gradient and do
+    not turn the value into NaN. NaN in, NaN out: a NaN entry of ``params``
+    makes the value and the whole gradient NaN (never a silent finite value
+    and zero gradient).
 
     With ``differentiable=True`` the gradient of ``grad`` itself is kept, so
     that a loss built from the estimate (e.g. ``variance_loss``) can be
     differentiated with respect to whatever ``grad`` depends on (REBAR's
-    temperature, RELAX's control variate): double backprop.
+    temperature, RELAX's control variate): double backprop. ``params`` still
+    refuse a second derivative.
     """
-
-    def attach(p, g):
-        p = jnp.asarray(p)
-        # Masked (infinite) parameters get no gradient and leave the value finite.
-        zero = jnp.where(jnp.isfinite(p), p - jax.lax.stop_gradient(p), jnp.zeros_like(p))
-        g = g if differentiable else jax.lax.stop_gradient(g)
-        return jnp.sum(zero * g.astype(p.dtype))
-
-    leaves = jax.tree.leaves(jax.tree.map(attach, params, grad))
-    return value + sum(leaves).astype(value.dtype)
+    ps = [jnp.asarray(p) for p in jax.tree.leaves(params)]
+    gs = jax.tree.leaves(grad)
+    if not differentiable:
+        gs = [jax.lax.stop_gradient(g) for g in gs]
+    # NaN in, NaN out: a NaN parameter poisons the value and (through it) the gradient.
+    nan = sum(jnp.sum(jnp.isnan(jax.lax.stop_gradient(p))) for p in ps)
+    value = jnp.where(nan > 0, jnp.asarray(jnp.nan, value.dtype), value)
+    gs = [jnp.where(nan > 0, jnp.asarray(jnp.nan, g.dtype), g) for g in gs]
+    return _attach(fn)(value, ps, gs)
 
 
 def sample_n(dist: Any, key: Any, params: Any, num_samples: int) -> Any:

@@ -122,6 +122,6 @@ def indecater(
         f_c = jnp.where(live, jax.lax.stop_gradient(values).astype(cdtype), 0.0)
         mean_f = jnp.sum(pi * f_c, axis=-1, keepdims=True)  # [N, D, 1]
         grad = jnp.mean(jnp.where(live, pi * (f_c - mean_f), 0.0), axis=0)
-        return common.with_gradient(value, logits, grad.reshape(shape))
+        return common.with_gradient(value, logits, grad.reshape(shape), fn=fn)
 
     return est

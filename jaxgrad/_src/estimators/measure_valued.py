@@ -181,6 +181,6 @@ def measure_valued(
         ]
         grad = jax.tree.unflatten(jax.tree.structure(params), grads)
         value = jnp.mean(out)
-        return common.with_gradient(value, params, grad)
+        return common.with_gradient(value, params, grad, fn=fn)
 
     return est

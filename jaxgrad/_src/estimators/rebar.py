@@ -114,7 +114,7 @@ def _relaxed_estimator(
         g = jnp.mean(jax.vmap(one)(noise, v, b, f_b, cv_keys), axis=0)
         value = jnp.mean(f_b)
         # g keeps its dependence on the tuning parameters (double backprop).
-        return common.with_gradient(value, logits, g.astype(dtype), differentiable=True)
+        return common.with_gradient(value, logits, g.astype(dtype), fn=fn, differentiable=True)
 
     return est
 

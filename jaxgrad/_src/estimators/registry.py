@@ -54,7 +54,16 @@ class EstimatorInfo:
       unbiased: whether ``E[grad est] = grad E[f]`` exactly.
       black_box: whether it works with a non-differentiable ``f`` (evaluated
         only at samples in the support).
-      higher_order: whether derivatives of every order are unbiased (DiCE).
+      higher_order: whether second and higher derivatives of ``est`` work.
+        True: they are the derivatives of the same surrogate whose gradient
+        is the estimator, so they are unbiased where ``unbiased`` is (the
+        DiCE score function with ``baseline=None``/``"loo"``, ``rloo``,
+        ``pathwise``, ``exact``) and as biased as the first derivative for
+        the relaxations and straight-through rules (the relaxed or
+        straight-through surrogate's Hessian). False: first-order only;
+        every second derivative involving ``params`` (``jax.hessian`` in
+        either order, or mixed with ``*args``) raises a ``TypeError``
+        naming the estimator; derivatives in ``*args`` alone still work.
       f_evals: ``f_evals(num_samples, event_shape, variable) -> int``,
         evaluations of ``f`` per estimate for parameters of ``event_shape``.
       num_samples: the default number of samples in studies.
@@ -435,7 +444,7 @@ _ENTRIES = (
         frozenset({BERNOULLI}),
         unbiased=False,
         black_box=False,
-        higher_order=False,
+        higher_order=True,
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Bengio, Leonard & Courville 2013, https://arxiv.org/abs/1308.3432",
@@ -446,7 +455,7 @@ _ENTRIES = (
         frozenset({CATEGORICAL}),
         unbiased=False,
         black_box=False,
-        higher_order=False,
+        higher_order=True,
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Bengio, Leonard & Courville 2013, https://arxiv.org/abs/1308.3432",
@@ -457,7 +466,7 @@ _ENTRIES = (
         frozenset({BERNOULLI}),
         unbiased=False,
         black_box=False,
-        higher_order=False,
+        higher_order=True,
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Maddison, Mnih & Teh 2017, https://arxiv.org/abs/1611.00712",
@@ -469,7 +478,7 @@ _ENTRIES = (
         frozenset({BERNOULLI}),
         unbiased=False,
         black_box=False,
-        higher_order=False,
+        higher_order=True,
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Jang, Gu & Poole 2017, https://arxiv.org/abs/1611.01144",
@@ -481,7 +490,7 @@ _ENTRIES = (
         frozenset({CATEGORICAL}),
         unbiased=False,
         black_box=False,
-        higher_order=False,
+        higher_order=True,
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Jang, Gu & Poole 2017, https://arxiv.org/abs/1611.01144",
@@ -493,7 +502,7 @@ _ENTRIES = (
         frozenset({CATEGORICAL}),
         unbiased=False,
         black_box=False,
-        higher_order=False,
+        higher_order=True,
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Jang, Gu & Poole 2017, https://arxiv.org/abs/1611.01144",
@@ -505,7 +514,7 @@ _ENTRIES = (
         frozenset({CATEGORICAL}),
         unbiased=False,
         black_box=False,
-        higher_order=False,
+        higher_order=True,
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Paulus, Maddison & Krause 2021, https://arxiv.org/abs/2010.04838",
@@ -517,7 +526,7 @@ _ENTRIES = (
         frozenset({CATEGORICAL}),
         unbiased=False,
         black_box=False,
-        higher_order=False,
+        higher_order=True,
         f_evals=lambda n, s, v: n,
         relaxation=True,
         reference="Liu et al. 2023, https://arxiv.org/abs/2304.08612",

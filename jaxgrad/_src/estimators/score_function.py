@@ -214,7 +214,9 @@ def _score_function(
                 return jnp.mean(signal * g, axis=0) / s
 
             grad = jax.tree.map(coordinate_grad, scores, b)
-            value = common.with_gradient(jnp.mean(values.astype(out_dtype)), params, grad)
+            value = common.with_gradient(
+                jnp.mean(values.astype(out_dtype)), params, grad, fn=f'{fn}(baseline="optimal")'
+            )
             aux_baseline = b
         else:
             lp = jax.vmap(log_prob, in_axes=(None, 0))(params, xs)

@@ -364,6 +364,6 @@ def unordered_set(
 
         weights, grad = set_estimate(log_pi, idx, log_p, jax.lax.stop_gradient(values))
         value = jnp.sum(weights.astype(values.dtype) * values)
-        return common.with_gradient(value, logits, grad.reshape(shape))
+        return common.with_gradient(value, logits, grad.reshape(shape), fn=fn)
 
     return est
