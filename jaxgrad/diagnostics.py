@@ -7,7 +7,15 @@ Estimates are drawn with ``vmap`` over keys in chunks of ``batch_size`` keys
 present, the chunks are spread over all of them with ``jax.shard_map``. The
 ``n``-th estimate always uses the key ``jax.random.fold_in(key, n)`` (for the
 default threefry implementation this equals ``jax.random.split(key, N)[n]``),
-so the numbers do not depend on the chunk size or on the number of devices.
+so the numbers do not depend on the chunk size or on the number of devices;
+:func:`grad_stats` reduces them in a fixed order, so its statistics are
+bit-identical for any chunk size and device count too.
+
+:func:`study` compares several estimators on any model (registry names or your
+own estimators) and returns a :class:`Study`: a ranked table, CSV/JSON files
+and a plot, with bias and MSE against the exact gradient or, without one,
+against the pooled unbiased estimators. ``jaxgrad study`` is this function on
+the built-in problems.
 """
 
 from __future__ import annotations
