@@ -1,8 +1,8 @@
 """Costs with their own randomness: ``f_takes_key=True`` gives every evaluation its own key.
 
-* Every registry entry calls ``f`` exactly ``info.cost(...)`` times per
-  estimate, and with ``f_takes_key`` passes pairwise distinct keys, never the
-  key of another estimate.
+* (tests/test_registry.py) Every registry entry calls ``f`` exactly
+  ``info.cost(...)`` times per estimate, and with ``f_takes_key`` passes
+  pairwise distinct keys, never the key of another estimate.
 * The noise of ``f`` is independent across the evaluations of one estimate
   and of the samples (zero correlation, unit variance).
 * Every unbiased entry stays unbiased for ``grad E[f0]`` with
@@ -71,47 +71,6 @@ CASES = [
     for name, info in sorted(jaxgrad.ESTIMATORS.items())
     for variable in sorted(info.variables)
 ]
-
-
-@pytest.mark.parametrize(("name", "variable"), CASES)
-def test_cost_counts_the_evaluations_and_each_gets_its_own_key(name, variable):
-    # One compiled program per entry: the default build (f(x)) and f_takes_key (f(x, key)).
-    info = jaxgrad.ESTIMATORS[name]
-    dist, params, f0 = PROBLEMS[variable]
-    calls, keys = [], []
-
-    def f_counted(x):
-        jax.debug.callback(lambda _: calls.append(1), x)  # batched: once per row under vmap
-        return f0(x)
-
-    def f_keyed(x, key):
-        jax.debug.callback(lambda k: keys.append(np.asarray(k)), jax.random.key_data(key))
-        return f0(x) + 0.1 * jax.random.normal(key, (), F32)
-
-    n = info.num_samples
-    plain = info.build(f_counted, dist=dist, num_samples=n)
-    keyed = info.build(f_keyed, dist=dist, num_samples=n, f_takes_key=True)
-
-    @jax.jit
-    def run(key, params):
-        k1, k2 = jax.random.split(key)
-        return jax.value_and_grad(plain, argnums=1)(k1, params), jax.value_and_grad(
-            keyed, argnums=1
-        )(k2, params)
-
-    out = run(jax.random.key(1), params)
-    jax.effects_barrier()
-    shape = jnp.shape(params[0] if variable == "normal" else params)
-    expected = info.cost(variable, shape)
-    assert len(calls) == expected, f"{name}: cost says {expected}, f was called {len(calls)} times"
-    assert len(keys) == expected, (len(keys), expected)
-    first = {k.tobytes() for k in keys}
-    assert len(first) == expected  # pairwise distinct keys within one estimate
-    keys.clear()
-    run(jax.random.key(2), params)
-    jax.effects_barrier()
-    assert not first & {k.tobytes() for k in keys}  # and none shared with another estimate
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(out))
 
 
 def test_noise_is_independent_across_evaluations_and_of_the_samples():

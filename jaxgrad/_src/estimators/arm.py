@@ -81,8 +81,11 @@ def arm(
 
     Unbiased. ``f`` is a black box: it is only evaluated at binary points and
     never differentiated with respect to ``x``. Cost: ``2 * num_samples``
-    evaluations of ``f``. First-order only (the estimate is attached with a
-    stop-gradient surrogate, so second derivatives in ``logits`` are zero).
+    evaluations of ``f``. First-order only: the estimate is attached by a
+    custom rule, and a second derivative in ``logits`` (``jax.hessian`` in
+    either order, or mixed with ``*args``) raises a ``TypeError`` instead of
+    returning zeros; for curvature use ``jaxgrad.score_function`` or
+    ``jaxgrad.rloo``.
 
     Args:
       f: the cost ``f(x, *args) -> scalar`` for one sample ``x`` of the shape of
@@ -137,7 +140,8 @@ def disarm(
 
     Unbiased. ``f`` is a black box (evaluated at binary points only, never
     differentiated with respect to ``x``). Cost: ``2 * num_samples`` evaluations
-    of ``f``. First-order only.
+    of ``f``. First-order only (second derivatives in ``logits`` raise, see
+    :func:`arm`).
 
     Args:
       f: the cost ``f(x, *args) -> scalar`` for one binary sample ``x`` of the

@@ -3,8 +3,24 @@
 Every estimator is ``jaxgrad.NAME(f, *, options) -> est`` with
 ``est(key, params, *args) -> estimate``: the value is a Monte Carlo average of
 ``f(x, *args)`` over ``x ~ p_params``, and ``jax.grad(est, argnums=1)`` is the
-estimator. ``f`` is written for one sample and returns a scalar; helpers here
-batch it, validate it, and build the stop-gradient surrogates.
+estimator. ``f`` is written for one sample and returns a floating scalar
+(an integer or boolean ``f`` is refused with a ``TypeError``); helpers here
+batch it, validate it, and attach the gradient estimates.
+
+Contracts every estimator keeps:
+
+* **Masked parameters.** An infinite logit (``-inf``: an impossible class or
+  coin value; ``+inf``: a certain one) is deterministic: the value stays
+  finite and its gradient is zero.
+* **NaN in, NaN out.** A NaN parameter gives a NaN value or a NaN gradient
+  (estimators attached by :func:`with_gradient` make both NaN), never a
+  silently finite value with a zero gradient; so does a categorical variable
+  whose logits are all ``-inf`` (it has no distribution).
+* **Costs with their own noise.** ``f_takes_key=True`` calls
+  ``f(x, key, *args)`` with one independent key per evaluation
+  (:func:`batch_f`).
+* **Curvature.** First-order estimators refuse second derivatives with an
+  error instead of returning zeros (:func:`with_gradient`).
 """
 
 from __future__ import annotations
@@ -177,19 +193,40 @@ def batch_f(
     def fs(xs: Any, *args: Any, key: Any = None) -> Array:
         x0 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), xs)
         if not f_takes_key:
-            out = jax.eval_shape(lambda x: f(x, *args), x0)
-            checks.check_scalar_output(getattr(out, "shape", None) or (), fn)
+            check_f_output(jax.eval_shape(lambda x: f(x, *args), x0), fn)
             return jax.vmap(lambda x: f(x, *args))(xs)
         if key is None:  # pragma: no cover - an estimator bug, not a user error
             raise TypeError(f"{fn}: internal error: f takes a key but none was passed.")
         n = jax.tree.leaves(xs)[0].shape[0]
         keys = jax.random.split(key, n)
         k0 = jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype)
-        out = jax.eval_shape(lambda x, k: f(x, k, *args), x0, k0)
-        checks.check_scalar_output(getattr(out, "shape", None) or (), fn)
+        check_f_output(jax.eval_shape(lambda x, k: f(x, k, *args), x0, k0), fn)
         return jax.vmap(lambda x, k: f(x, k, *args))(xs, keys)
 
     return fs
+
+
+def check_f_output(out: Any, fn: str, what: str = "f") -> None:
+    """Checks the abstract output of one evaluation of ``f``: a floating scalar.
+
+    Raises:
+      ValueError: if it is not a scalar (a batched ``f``).
+      TypeError: if its dtype is not floating (an integer or boolean cost
+        would silently give zero or truncated gradients).
+    """
+    checks.check_scalar_output(getattr(out, "shape", None) or (), fn, what)
+    dtype = getattr(out, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = jnp.result_type(out)
+        except TypeError:
+            dtype = type(out).__name__
+    if isinstance(dtype, str) or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{fn}: {what} must return a floating scalar, got dtype {dtype}; an integer or "
+            f"boolean cost has no gradient. Return a float, e.g. jnp.float32(...) or "
+            f"x.astype(jnp.float32)."
+        )
 
 
 #: The estimators whose second derivatives are correct, named in the error for the others.

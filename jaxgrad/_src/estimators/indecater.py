@@ -47,8 +47,11 @@ def indecater(
 
     Unbiased. ``f`` is a black box (evaluated at one-hot points only, never
     differentiated with respect to ``x``). Cost: ``D * K * num_samples``
-    evaluations of ``f``. Categories with logit ``-inf`` get zero weight.
-    First-order only.
+    evaluations of ``f``. Categories with logit ``-inf`` get zero weight; a
+    variable whose logits are all ``-inf`` (or a NaN logit) makes the value
+    NaN.
+    First-order only: a second derivative in ``logits`` raises a ``TypeError``
+    (see ``jaxgrad.arm``).
 
     Args:
       f: the cost ``f(x, *args) -> scalar`` for one one-hot sample ``x`` of the
@@ -118,6 +121,9 @@ def indecater(
         live = pi > 0  # masked classes contribute nothing, even if f is not finite there
         weighted = jnp.where(live, pi.astype(values.dtype) * values, 0)
         value = jnp.sum(weighted) / (num_samples * num_vars)
+        # NaN in, NaN out: a variable with no possible class (all logits -inf) has no law.
+        impossible = jnp.any(~jnp.any(live, axis=-1))
+        value = jnp.where(impossible, jnp.asarray(jnp.nan, value.dtype), value)
 
         f_c = jnp.where(live, jax.lax.stop_gradient(values).astype(cdtype), 0.0)
         mean_f = jnp.sum(pi * f_c, axis=-1, keepdims=True)  # [N, D, 1]

@@ -91,7 +91,9 @@ def measure_valued(
     differentiated (it may be discontinuous). The distribution must be a
     diagonal Gaussian with params ``(loc, scale)``, ``scale > 0`` (broadcast
     shapes allowed; the gradient of a broadcast parameter is summed).
-    First-order only (the estimate is attached with a stop-gradient surrogate).
+    First-order only: the estimate is attached by a custom rule, and a second
+    derivative in ``params`` (or mixed with ``*args``) raises a ``TypeError``
+    instead of returning zeros; ``jaxgrad.pathwise`` gives curvature.
     Cost: ``num_samples * (3 D + 1)`` evaluations of ``f`` for ``D``
     coordinates (two per ``loc`` coordinate, one per ``scale`` coordinate, one
     shared), batched in a single ``vmap`` over inputs of ``D`` elements each

@@ -69,6 +69,7 @@ def _relaxed_estimator(
     control_variate: Callable[..., Array],
     num_samples: int,
     f_takes_key: bool = False,
+    eta: Any = None,
 ) -> Callable[..., Array]:
     """The shared body of REBAR and RELAX.
 
@@ -80,6 +81,17 @@ def _relaxed_estimator(
     their gradient stopped, and the dtype of ``logits``; it returns a scalar in
     ``z.dtype``. With ``f_takes_key`` the ``3 * num_samples`` evaluations
     (``f(b)``, ``c(z)``, ``c(z~)`` per sample) get independent keys.
+
+    ``eta`` (``None`` for 1) scales the scalar control variate per coordinate,
+    ``g_i = [f(b) - eta_i c(z~)] d_i log p(b) + eta_i (d_i c(z) - d_i c(z~))``:
+    each coordinate's identity holds for its own ``eta_i``, so every ``eta``
+    broadcastable to ``logits`` keeps the estimate unbiased.
+
+    Masked coins (logits ``+-inf``) are deterministic: their gradient is zero
+    (``with_gradient``) and the control variate sees them at the finite logit
+    ``+-1/eps``, the same in ``z`` and ``z~``, so ``z`` is never infinite (no
+    ``0 * inf``), ``sigmoid(z / lam)`` is their value ``b`` at any practical
+    temperature, and the other coordinates stay unbiased.
     """
     fs = common.batch_f(f, fn, f_takes_key=f_takes_key)
 
@@ -93,6 +105,22 @@ def _relaxed_estimator(
         dtype = logits.dtype
         cdtype = samplers.compute_dtype(dtype)
         l = jax.lax.stop_gradient(logits).astype(cdtype)
+        masked_logit = jnp.asarray(1.0 / float(jnp.finfo(cdtype).eps), cdtype)
+        l = jnp.where(jnp.isinf(l), jnp.sign(l) * masked_logit, l)
+        if eta is None:
+            scale = jnp.ones((), cdtype)
+        else:
+            scale = jnp.asarray(eta)
+            try:
+                shape = jnp.broadcast_shapes(scale.shape, logits.shape)
+            except ValueError:
+                shape = None
+            if shape != logits.shape:
+                raise ValueError(
+                    f"{fn}: eta must be a scalar or broadcastable to logits of shape "
+                    f"{logits.shape}, got shape {scale.shape}."
+                )
+            scale = scale.astype(cdtype)
         u, v = _logistic_pair(key, num_samples, logits.shape, cdtype)
         noise = jnp.log(u) - jnp.log1p(-u)  # standard logistic
         b = (l + noise > 0).astype(cdtype)
@@ -108,8 +136,8 @@ def _relaxed_estimator(
             c_zt, vjp_zt = jax.vjp(lambda l0: c(_conditional_logistic(l0, b_n, v_n), k_zt), l)
             one_ = sharding.vary_like(jnp.ones((), c_z.dtype), c_z, c_zt)
             score = b_n - jax.nn.sigmoid(l)  # grad_l log p(b | l)
-            coef = jax.lax.stop_gradient(f_bn).astype(cdtype) - c_zt
-            return coef * score + vjp_z(one_)[0] - vjp_zt(one_)[0]
+            coef = jax.lax.stop_gradient(f_bn).astype(cdtype) - scale * c_zt
+            return coef * score + scale * (vjp_z(one_)[0] - vjp_zt(one_)[0])
 
         g = jnp.mean(jax.vmap(one)(noise, v, b, f_b, cv_keys), axis=0)
         value = jnp.mean(f_b)
@@ -120,7 +148,7 @@ def _relaxed_estimator(
 
 
 def _check_scalar_cv(out: Any, fn: str, what: str) -> None:
-    checks.check_scalar_output(getattr(out, "shape", None) or (), fn, what)
+    common.check_f_output(out, fn, what)
 
 
 def rebar(
@@ -161,14 +189,19 @@ def rebar(
     Unbiased. Requires ``f`` to be differentiable and defined on relaxed
     inputs in ``(0, 1)``. Cost: ``3 * num_samples`` evaluations of ``f`` (one
     binary, two relaxed) and two backward passes through ``f``. First-order
-    only in ``logits``.
+    only in ``logits``: a second derivative in ``logits`` (or mixed with
+    ``*args``) raises a ``TypeError``; derivatives of the estimate with
+    respect to ``temperature`` and ``eta`` (:func:`variance_loss`) work.
 
     Args:
       f: the cost ``f(x, *args) -> scalar`` for one sample ``x`` of the shape of
         ``logits``, binary or relaxed.
       temperature: ``lam > 0``, scalar or broadcastable to ``logits``; may be
         traced.
-      eta: the control-variate scale, scalar or broadcastable; may be traced.
+      eta: the control-variate scale: a scalar, or an array broadcastable to
+        ``logits`` that scales it per coin, ``g_i = [f(b) - eta_i c(z~)]
+        d_i log p(b) + eta_i (d_i c(z) - d_i c(z~))`` with the scalar
+        ``c = f(s_lam(.))`` (unbiased for every ``eta``); may be traced.
       num_samples: independent samples averaged per estimate (static).
       f_takes_key: if true, ``f`` is ``f(x, key, *args)`` and each of the three
         evaluations per sample (``f(b)`` and the two relaxed ones) gets its
@@ -182,9 +215,9 @@ def rebar(
     Raises:
       TypeError: if ``f`` is not callable, ``num_samples`` is not an int,
         ``logits`` is not floating or ``key`` is not a key.
-      ValueError: if a concrete ``temperature`` is not positive,
-        ``num_samples < 1``, ``key`` is a batch of keys, or ``f`` does not
-        return a scalar.
+      ValueError: if a concrete ``temperature`` is not positive, ``eta`` does
+        not broadcast to ``logits``, ``num_samples < 1``, ``key`` is a batch
+        of keys, or ``f`` does not return a scalar.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxgrad
@@ -214,9 +247,9 @@ def rebar(
         keys = () if cv_key is None else (cv_key,)
         out = f(relaxed.astype(dtype), *keys, *args)
         _check_scalar_cv(out, fn, "f")
-        return jnp.asarray(eta).astype(z.dtype) * jnp.asarray(out).astype(z.dtype)
+        return jnp.asarray(out).astype(z.dtype)
 
-    inner = _relaxed_estimator(fn, f, control_variate, num_samples, f_takes_key)
+    inner = _relaxed_estimator(fn, f, control_variate, num_samples, f_takes_key, eta=eta)
 
     def est(key: Any, logits: Any, *args: Any) -> Array:
         return inner(key, logits, None, *args)
@@ -258,7 +291,9 @@ def relax(
     ``control_variate`` must be differentiable in ``z`` and ``cv_params``
     (twice, for the variance loss). Cost: ``num_samples`` evaluations of
     ``f``, ``2 * num_samples`` of the control variate and two backward passes
-    through it. First-order only in ``logits``.
+    through it. First-order only in ``logits`` (a second derivative in
+    ``logits`` raises a ``TypeError``; derivatives of the estimate with
+    respect to ``cv_params`` work).
 
     Args:
       f: the cost ``f(x, *args) -> scalar`` for one binary sample ``x``.
@@ -280,8 +315,9 @@ def relax(
 
     Raises:
       TypeError: if ``f`` or ``control_variate`` is not callable,
-        ``num_samples`` is not an int, ``logits`` is not floating or ``key`` is
-        not a key.
+        ``num_samples`` is not an int, ``logits`` is not floating, ``key`` is
+        not a key, ``est`` is called without ``cv_params``, or ``f`` returns
+        a non-floating value.
       ValueError: if ``num_samples < 1``, ``key`` is a batch of keys, or ``f``
         or ``control_variate`` does not return a scalar.
 
@@ -326,7 +362,18 @@ def relax(
         _check_scalar_cv(out, fn, "control_variate")
         return jnp.asarray(out).astype(z.dtype)
 
-    return _relaxed_estimator(fn, f, c, num_samples, f_takes_key)
+    inner = _relaxed_estimator(fn, f, c, num_samples, f_takes_key)
+
+    def est(key: Any, logits: Any, *cv_params_and_args: Any) -> Array:
+        if not cv_params_and_args:
+            raise TypeError(
+                f"{fn}: the estimator is est(key, logits, cv_params, *args) and was called "
+                f"without cv_params, the parameters of control_variate(z, cv_params, *args); "
+                f"pass them, e.g. est(key, logits, phi) (None if control_variate ignores them)."
+            )
+        return inner(key, logits, *cv_params_and_args)
+
+    return est
 
 
 def variance_loss(est: Callable[..., Array]) -> Callable[..., tuple[Array, tuple[Any, Any]]]:

@@ -278,9 +278,10 @@ def score_function(
     * ``"optimal"``: per coordinate :math:`i`,
       :math:`b_{n,i} = \sum_{j \ne n} f_j g_{j,i}^2 / \sum_{j \ne n} g_{j,i}^2`
       with :math:`g_j = \nabla_\theta \log p_\theta(x_j)`, the leave-one-out
-      estimate of :math:`E[f g_i^2] / E[g_i^2]`. The gradient is attached with
-      a stop-gradient surrogate, so this option is **first-order only**: its
-      second derivatives in ``params`` are zero.
+      estimate of :math:`E[f g_i^2] / E[g_i^2]`. The gradient is attached by
+      a custom rule, so this option is **first-order only**: a second
+      derivative in ``params`` (or mixed with ``*args``) raises a
+      ``TypeError`` instead of returning zeros; use ``"loo"`` for curvature.
 
     ``normalize`` divides the centered learning signal by a scale :math:`s`
     (variance normalization, NVIL): pass the current

@@ -283,7 +283,8 @@ def unordered_set(
     Unbiased. ``f`` is a black box (evaluated at one-hot points only, never
     differentiated with respect to ``x``). Cost: ``num_samples`` evaluations of
     ``f``, plus ``O(k^3)`` work for the set probabilities and ``O(D k K)`` for
-    the beam search. First-order only. Under ``jit`` the number of outcomes
+    the beam search. First-order only (a second derivative in ``logits``
+    raises a ``TypeError``). Under ``jit`` the number of outcomes
     with nonzero probability must be at least ``num_samples`` (logits of
     ``-inf`` mask outcomes); this is not checked.
 
