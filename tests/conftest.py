@@ -31,3 +31,28 @@ def key():
 def rng():
     """A fixed-seed NumPy generator for test data."""
     return np.random.default_rng(SEED)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Makes ``--dist loadgroup`` group ``xdist_group`` tests on pytest >= 9.2.
+
+    pytest-xdist tags a grouped test by appending ``@group`` to ``item._nodeid``,
+    which pytest 9.2 no longer reads (the id lives in ``item._id``), so grouped
+    tests were spread over workers and every worker recomputed the cached studies
+    they share. This applies the same tag where pytest reads it; on older pytest
+    xdist's own tag works and this does nothing.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    try:
+        from _pytest.nodeid import coerce_node_id
+    except ImportError:  # pytest < 9.2: xdist's tag is read
+        return
+    for item in items:
+        groups = {
+            str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+            for m in item.iter_markers("xdist_group")
+        }
+        if groups and "@" not in item.nodeid:
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(sorted(groups))}")
