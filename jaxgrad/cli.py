@@ -106,7 +106,8 @@ _PROBLEM_OPTIONS = {
     "scale": dict(type=_finite_float, help="gaussian: standard deviation sigma (default 1)"),
     "data": dict(
         metavar="PATH",
-        help=f"binary-vae: binarized MNIST .npz (e.g. {problems.DEFAULT_DATA})",
+        help=f"binary-vae: binarized MNIST .npz (default ${problems.DATA_ENV}, else "
+        f"{problems.DEFAULT_DATA} beside the repository)",
     ),
     "latent": dict(type=int, help="binary-vae: latent bits (default 32)"),
     "images": dict(type=int, help="binary-vae: images in the batch (default 4)"),

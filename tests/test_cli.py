@@ -178,7 +178,6 @@ ERRORS = [
         ["study", "bernoulli-toy", "--estimators", "rloo", "--num-samples", "1"],
         "needs --num-samples >= 2",
     ),
-    (["study", "binary-vae"], "binary-vae needs the data set: --data PATH"),
     (["study", "binary-vae", "--data", "/nonexistent/mnist.npz"], "does not exist"),
     ([], "required: COMMAND"),
     (["study", "gaussian", "--loc", "nan"], "argument --loc: must be a finite number, got 'nan'"),
@@ -201,6 +200,18 @@ ERRORS = [
     ),
     (["study", "bernoulli-toy", "--relax-steps", "-1"], "--relax-steps must be at least 0"),
 ]
+
+
+def test_binary_vae_default_data_comes_from_the_environment(tmp_path, monkeypatch, capsys):
+    """No --data: $JAXGRAD_DATA (a file or its folder), else ../shared/data beside the repo."""
+    monkeypatch.setenv(problems.DATA_ENV, str(tmp_path))
+    assert problems.default_data_path() == str(tmp_path / "binarized_mnist.npz")
+    rc, _, err = run(["study", "binary-vae", "--num-keys", "8"], capsys)
+    assert rc == 2 and err.count("\n") == 1
+    assert "binary-vae needs the data set: none at the default" in err
+    assert problems.DATA_ENV in err and str(tmp_path) in err
+    monkeypatch.delenv(problems.DATA_ENV)
+    assert problems.default_data_path() == os.path.normpath(DATA)
 
 
 @pytest.mark.parametrize("argv, message", ERRORS)

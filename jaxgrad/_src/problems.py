@@ -369,11 +369,18 @@ def binary_vae(
     split: str | None = None,
     train_steps: int | None = None,
 ) -> Problem:
-    """The ELBO's sampled term of a linear Bernoulli VAE on binarized MNIST."""
+    """The ELBO's sampled term of a linear Bernoulli VAE on binarized MNIST.
+
+    ``data`` defaults to :func:`default_data_path` (``$JAXGRAD_DATA``, else the
+    shared data set beside the repository).
+    """
     if data is None:
-        raise ProblemError(
-            f"binary-vae needs the data set: --data PATH (e.g. {DEFAULT_DATA}; {_DATA_FORMAT})."
-        )
+        data = default_data_path()
+        if not os.path.exists(data):
+            raise ProblemError(
+                f"binary-vae needs the data set: none at the default {data!r}; pass --data PATH "
+                f"or set {DATA_ENV} ({_DATA_FORMAT})."
+            )
     latent = 32 if latent is None else int(latent)
     images = 4 if images is None else int(images)
     split = "train" if split is None else split
