@@ -224,6 +224,10 @@ def exact_hessian(problem):
     return jax.jit(jax.hessian(lambda p: est(jax.random.key(0), p)))(params)
 
 
+HESSIAN_GROUP = pytest.mark.xdist_group("hessian_samples")  # one worker, one cached study
+
+
+@HESSIAN_GROUP
 @pytest.mark.parametrize(("problem", "option"), CASES)
 def test_hessian_of_score_function_and_pathwise_is_unbiased(problem, option):
     samples = hessian_samples()[f"{problem}/{option}"]
@@ -232,6 +236,7 @@ def test_hessian_of_score_function_and_pathwise_is_unbiased(problem, option):
     assert_unbiased(jax.tree.map(lambda h: h * s, samples), exact_hessian(problem))
 
 
+@HESSIAN_GROUP
 def test_power_rejects_the_naive_reinforce_surrogate():
     with pytest.raises(AssertionError, match="biased"):
         assert_unbiased(hessian_samples()["bernoulli/naive"], exact_hessian("bernoulli"))

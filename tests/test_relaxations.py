@@ -443,6 +443,7 @@ def _gradients():
     return result
 
 
+@pytest.mark.xdist_group("relaxation_gradients")  # one worker, one cached study
 def test_gumbel_rao_has_the_mean_of_st_gumbel_softmax_and_less_variance():
     g = _gradients()
     g_st, g_gr, g_sc = g["st_gumbel_softmax"], g["gumbel_rao"], g["straight_through"]
@@ -455,6 +456,7 @@ def test_gumbel_rao_has_the_mean_of_st_gumbel_softmax_and_less_variance():
     assert np.max(np.abs(g_sc.mean(0) - g_st.mean(0)) / se_sc) > 5
 
 
+@pytest.mark.xdist_group("relaxation_gradients")  # one worker, one cached study
 def test_reinmax_is_unbiased_for_quadratic_costs_at_temperature_one():
     """ReinMax is second-order accurate: for a cost quadratic in D and tau = 1 its
     expectation is the exact gradient (an identity one checks by enumeration)."""
