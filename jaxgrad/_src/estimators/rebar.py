@@ -137,7 +137,7 @@ def _relaxed_estimator(
             one_ = sharding.vary_like(jnp.ones((), c_z.dtype), c_z, c_zt)
             score = b_n - jax.nn.sigmoid(l)  # grad_l log p(b | l)
             coef = jax.lax.stop_gradient(f_bn).astype(cdtype) - scale * c_zt
-            return coef * score + scale * (vjp_z(one_)[0] - vjp_zt(one_)[0])
+            return coef * score + scale * vjp_z(one_)[0] - scale * vjp_zt(one_)[0]
 
         g = jnp.mean(jax.vmap(one)(noise, v, b, f_b, cv_keys), axis=0)
         value = jnp.mean(f_b)
