@@ -32,6 +32,7 @@ from scipy.integrate import quad
 
 import jaxgrad
 from jaxgrad._src.dists import implicit
+from jaxgrad._src.estimators.common import sample_n
 from jaxgrad.diagnostics import assert_unbiased
 
 D = jaxgrad.dists
@@ -371,3 +372,146 @@ def test_estimators_on_every_family_pass_the_z_test(name, estimator):
             assert_unbiased(samples, _exact(name))
     else:
         assert_unbiased(samples, _exact(name))
+
+
+# ----------------------------------------------------------------- transformations, extremes
+
+#: name -> three extreme parameter rows (float32): concentrations 1e-3 and 1e3, scales 1e-6 and
+#: 1e6, logits +-1e4, temperature 1e-3.
+EXTREMES = {
+    "normal": [(0.0, 1e-6), (0.0, 1e6), (1e4, 1.0)],
+    "log_normal": [(0.0, 1e-6), (30.0, 1.0), (-30.0, 1e-6)],  # e^(1e6 eps) is beyond any float
+    "logistic": [(0.0, 1e-6), (0.0, 1e6), (-1e4, 1.0)],
+    "laplace": [(0.0, 1e-6), (0.0, 1e6), (-1e4, 1.0)],
+    "uniform": [(0.0, 1e-6), (-1e6, 1e6), (1e4, 1e4 + 1)],
+    "exponential": [(1e-6,), (1e6,), (1e-3,)],
+    "gamma": [(1e-3, 1.0), (1e3, 1.0), (2.0, 1e6)],
+    "beta": [(1e-3, 1e-3), (1e3, 1e3), (1e-3, 1e3)],
+    "von_mises": [(0.4, 1e-3), (0.4, 1e3), (-3.0, 1e6)],
+    "relaxed_bernoulli": [(1e4, 0.5), (-1e4, 0.5), (0.5, 1e-3)],
+    "multivariate_normal": [
+        ([0.0, 0.0], [[1e-6, 0.0], [0.0, 1e-6]]),
+        ([0.0, 0.0], [[1e6, 0.0], [1.0, 1e6]]),
+        ([1e4, -1e4], [[1.0, 0.0], [0.0, 1.0]]),
+    ],
+    "dirichlet": [([1e-3, 1e-3, 1e-3],), ([1e3, 1e3, 1e3],), ([1e-3, 1.0, 1e3],)],
+    "relaxed_one_hot_categorical": [
+        ([1e4, -1e4, 0.0], 0.5),
+        ([0.5, -0.3, 0.2], 1e-3),
+        ([-1e4, -1e4, 1e4], 1e-3),
+    ],
+}
+#: (spec, extreme row) -> why log_prob of the sample is infinite there (documented in the spec).
+INFINITE_LOG_PROB = {
+    ("gamma", 0): "the sample underflows to 0, where the density is infinite",
+    ("beta", 0): "the sample rounds to 0 or 1, where the density is infinite",
+    ("beta", 2): "the sample rounds to 0, where the density is infinite",
+    ("dirichlet", 0): "coordinates underflow to 0, where the density is infinite",
+    ("dirichlet", 2): "a coordinate underflows to 0, where the density is infinite",
+    ("relaxed_bernoulli", 0): "the sample rounds to 1 (a vertex): log_prob is -inf there",
+    ("relaxed_bernoulli", 1): "the sample rounds to 0 (a vertex): log_prob is -inf there",
+    ("relaxed_bernoulli", 2): "at temperature 1e-3 the sample rounds to 0 or 1",
+    ("relaxed_one_hot_categorical", 0): "the sample rounds to a vertex: log_prob is -inf",
+    ("relaxed_one_hot_categorical", 1): "the sample rounds to a vertex: log_prob is -inf",
+    ("relaxed_one_hot_categorical", 2): "the sample rounds to a vertex: log_prob is -inf",
+}
+#: The 8 rows of the transformed program: the study's parameters 4 times, then the extremes.
+STUDY_ROWS = 4
+
+
+def _rows(name):
+    """The 8 parameter rows of one spec, stacked on a leading axis (a tuple, or one array)."""
+    rows = [STUDIES[name][1]] * STUDY_ROWS + EXTREMES[name] + EXTREMES[name][:1]
+    cols = tuple(jnp.asarray(np.array(c, np.float64), F32) for c in zip(*rows, strict=True))
+    return cols[0] if len(cols) == 1 else cols
+
+
+PATHWISE = [i for i, (_, e) in enumerate(itertools.product(STUDIES, ESTIMATORS)) if e == "pathwise"]
+
+
+def _spec_body(key, params):
+    """For every spec: the pathwise estimate of its study (value and gradient), on the key the
+    study gives it, and log_prob of that sample with its gradient in the params."""
+    out = {}
+    keys = jax.random.split(key, len(STUDIES) * len(ESTIMATORS))
+    for i, name in zip(PATHWISE, STUDIES, strict=True):
+        spec, _, f, _ = STUDIES[name]
+
+        def loss(p, k=keys[i], spec=spec, f=f):
+            x = sample_n(spec, k, p, 1)[0]  # the draw of pathwise(num_samples=1)
+            return f(x), x
+
+        (value, x), g = jax.value_and_grad(loss, has_aux=True)(params[name])
+        x = jax.lax.stop_gradient(x)
+        lp, g_lp = jax.value_and_grad(lambda p, x=x, spec=spec: spec.log_prob(p, x))(params[name])
+        out[name] = (value, g, x, lp, g_lp)
+    return out
+
+
+@functools.cache
+def _transformed():
+    """jit(shard_map(vmap(value_and_grad))) over 8 devices: one key and one row per device."""
+    assert jax.device_count() >= NUM_DEVICES, "conftest must force 8 CPU devices"
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    params = {n: _rows(n) for n in STUDIES}
+    mesh = Mesh(np.array(jax.devices()[:NUM_DEVICES]), ("d",))
+    body = jax.shard_map(
+        jax.vmap(_spec_body), mesh=mesh, in_specs=(P("d"), P("d")), out_specs=P("d")
+    )
+    keys = _keys(NUM_KEYS, 2)[:NUM_DEVICES]  # the study's first keys (a fresh copy)
+    return jax.tree.map(np.asarray, jax.jit(body)(keys, params))
+
+
+@pytest.mark.xdist_group("dists_study")
+def test_every_spec_under_jit_vmap_grad_shard_map_equals_the_unbatched_study():
+    """shard_map over 8 devices of vmap over keys and parameter rows, of value_and_grad, under
+    jit: the rows with the study's parameters equal the study's pathwise gradients on the same
+    keys, computed by the unbatched program (lax.map) of the z-tests."""
+    out = _transformed()
+    study = _studies()
+    for name in STUDIES:
+        _, g, _, _, _ = out[name]
+        for got, want in zip(
+            jax.tree.leaves(g), jax.tree.leaves(study[name, "pathwise"]), strict=True
+        ):
+            np.testing.assert_allclose(
+                got[:STUDY_ROWS], want[:STUDY_ROWS], rtol=2e-5, atol=1e-6, err_msg=name
+            )
+
+
+@pytest.mark.xdist_group("dists_study")
+def test_extreme_parameters_give_finite_samples_and_gradients_or_documented_infinities():
+    out = _transformed()
+    for name, extremes in EXTREMES.items():
+        value, g, x, lp, g_lp = out[name]
+        for r in range(STUDY_ROWS, NUM_DEVICES):
+            row = (r - STUDY_ROWS) % len(extremes)
+            what = f"{name} at {extremes[row]}"
+            assert np.all(np.isfinite(x[r])) and np.isfinite(value[r]), (what, x[r])
+            for leaf in jax.tree.leaves(g):
+                assert np.all(np.isfinite(leaf[r])), (what, "pathwise gradient", leaf[r])
+            if (name, row) in INFINITE_LOG_PROB:
+                assert not np.isfinite(lp[r]) and not np.isnan(lp[r]), (what, lp[r])
+                continue
+            assert np.isfinite(lp[r]), (what, lp[r])
+            for leaf in jax.tree.leaves(g_lp):
+                assert np.all(np.isfinite(leaf[r])), (what, "log_prob gradient", leaf[r])
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, F32, F64])
+def test_outputs_keep_the_parameters_dtype(dtype):
+    """Abstract evaluation only (no compile): bfloat16 in, bfloat16 out, computed in float32."""
+    for name in STUDIES:
+        spec = D.SPECS[name]
+        params = jax.tree.map(lambda a: a[0].astype(dtype), _rows(name))
+        key = jax.random.key(0)
+        x = jax.eval_shape(spec.sample, key, params)
+        assert x.dtype == dtype, name
+        assert jax.eval_shape(spec.log_prob, params, x).dtype == dtype, name
+        assert jax.eval_shape(spec.log_prob_elementwise, params, x).dtype == dtype, name
+        if name.startswith("relaxed"):
+            continue
+        for method in ("entropy", "mean", "variance"):
+            assert jax.eval_shape(getattr(spec, method), params).dtype == dtype, (name, method)
