@@ -155,6 +155,7 @@ def _ift(cdf, x, p, i, rel=1e-5):
 IFT_CASES = [(c, F64) for c in sorted(IFT)] + [(c, F32) for c in sorted(IFT) if "von_mises" in c]
 
 
+@pytest.mark.xdist_group("dists_ift")
 @pytest.mark.parametrize(("case", "dtype"), IFT_CASES)
 def test_pathwise_gradient_per_sample_is_the_implicit_function_theorem_value(case, dtype):
     params, cdf = IFT[case]
@@ -182,6 +183,7 @@ def _gamma_dlog(log_x, a, rel=1e-6):
     return -dF / stats.gamma.pdf(x, a) / x
 
 
+@pytest.mark.xdist_group("dists_ift")
 def test_beta_and_dirichlet_gradients_are_the_chain_rule_through_implicit_gamma_gradients():
     out = _ift_program(F64)
     (x, g), lg = out["beta"], out["beta_gammas"]

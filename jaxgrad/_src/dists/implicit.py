@@ -527,7 +527,8 @@ class VonMises(WithCdf, Spec):
     Example:
       >>> import jax, jaxgrad
       >>> vm = jaxgrad.dists.von_mises
-      >>> x, dx = jax.value_and_grad(lambda k: vm.sample(jax.random.key(0), (0.0, k)))(2.0)
+      >>> draw = jax.jit(jax.value_and_grad(lambda k: vm.sample(jax.random.key(0), (0.0, k))))
+      >>> x, dx = draw(2.0)
       >>> bool(abs(x) <= 3.1416), bool(x * dx <= 0)  # concentrating pulls x toward loc
       (True, True)
     """
