@@ -30,6 +30,8 @@ Every spec has ``sample(key, params)``, ``log_prob(params, x)`` and ``prob``
 (joint), ``mean`` and ``variance`` (elementwise), ``cdf`` where a closed form
 or an accurate quadrature exists (elementwise), ``reparameterizable``, and
 ``support`` for the discrete specs. ``SPECS`` maps each name to its spec.
+Concrete parameters are validated (structure, dtypes, positivity, ``low <
+high``); traced ones cannot be, and invalid values there give NaN or inf.
 """
 
 from jaxgrad._src.dists import MAX_SUPPORT_SIZE as MAX_SUPPORT_SIZE

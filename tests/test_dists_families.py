@@ -448,3 +448,12 @@ def test_concrete_log_prob_integrates_to_one_and_matches_sample_frequencies():
             p = float(np.sum(other * w * (y[:, 0] < 0.25)))
             freq = float(np.mean(s[:, 0] < 0.25))
             assert abs(freq - p) > 5 * math.sqrt(p * (1 - p) / N_KS), (freq, p)
+
+
+def test_traced_parameters_are_documented_not_checked():
+    """Under jit a non-positive concentration cannot be checked: log_prob is then not finite
+    (NaN or inf), as the specs document; the same concrete value raises."""
+    lp = jax.jit(D.gamma.log_prob)((jnp.asarray(-1.0, F32), jnp.asarray(1.0, F32)), 0.5)
+    assert not np.isfinite(float(lp))
+    with pytest.raises(ValueError, match=r"gamma\.log_prob: concentration must be positive"):
+        D.gamma.log_prob((-1.0, 1.0), 0.5)

@@ -125,7 +125,7 @@ def _ift_program(dtype):
 
         def dirichlet(k):
             sample = lambda a: (lambda y: (y, y))(D.dirichlet.sample(k, a))
-            jac, y = jax.jacrev(sample, has_aux=True)(alpha)
+            jac, y = jax.jacfwd(sample, has_aux=True)(alpha)  # forward mode: the custom_jvp
             return y, jac
 
         out["dirichlet"] = jax.lax.map(dirichlet, kd)

@@ -23,6 +23,13 @@ Other methods: ``sample(key, params)`` (one joint sample), the attribute
 gradient), ``support(params)`` for the discrete specs (every joint outcome,
 for ``jaxgrad.exact``), ``event_ndims`` and ``param_names``.
 
+Validation: the structure of ``params`` (the expected tuple is named),
+floating dtypes, broadcasting, and the positivity of concrete scales,
+concentrations, rates and temperatures (and ``low < high``) are checked
+before tracing, with one-line errors naming the method and the argument.
+Traced parameters (under ``jit``, ``grad`` or ``vmap``) cannot be checked:
+invalid values there give NaN or inf, never an error.
+
 Any user object with ``sample`` and ``log_prob`` (and ``support`` for
 ``jaxgrad.exact``) is accepted wherever a spec is.
 """
