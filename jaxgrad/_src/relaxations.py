@@ -79,6 +79,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 from jaxgrad._src import checks, samplers, sharding
@@ -155,6 +156,135 @@ def _masked_tempered(z: Array, t: Array) -> Array:
 def _tempered_log_softmax(z: Array, t: Array) -> Array:
     """``log_softmax(z / t)`` along the last axis, safe for ``-inf`` entries of ``z``."""
     return jax.nn.log_softmax(_masked_tempered(z, t), axis=-1)
+
+
+def _max_argmax(z: Array) -> tuple[Array, Array]:
+    """``(max, argmax)`` of ``z`` along the last axis, in one reduction (one read of ``z``).
+
+    The index follows ``jnp.argmax`` exactly: the first index among ties, and
+    the first NaN if there is one (its value is then NaN). No gradient: pass
+    a stop-gradient ``z``.
+    """
+    iota = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)
+
+    def pick(a, b):
+        (av, ai), (bv, bi) = a, b
+        take_a = (av > bv) | (av != av)
+        take_ai = take_a | ((av == bv) & (ai < bi))
+        return jax.lax.select(take_a, av, bv), jax.lax.select(take_ai, ai, bi)
+
+    init = (jnp.asarray(-jnp.inf, z.dtype), jnp.asarray(0, jnp.int32))
+    return jax.lax.reduce((z, iota), init, pick, (z.ndim - 1,))
+
+
+#: Entries more than this far below the row maximum (in units of ``z / t``)
+#: have ``exp`` exactly 0 in float32 and float64; see :func:`_shifted_softmax`.
+_UNDERFLOW = 2048.0
+
+
+def _row_constant(t: Array) -> bool:
+    """Whether ``t`` (lined up with logits whose category axis is last) is constant per row."""
+    return t.ndim == 0 or t.shape[-1] == 1
+
+
+@jax.custom_jvp
+def _shifted_softmax(z: Array, t: Array, m: Array) -> Array:
+    """``softmax(z / t)`` along the last axis, given ``m = max(z / t)`` per row.
+
+    One ``exp`` per element and one division per element, no ``log``: the
+    shift ``m`` makes the largest term exactly ``exp(0) = 1``, so nothing
+    overflows and the sum is at least 1. ``-inf`` entries of ``z`` give
+    exactly 0. ``m`` must carry no gradient (it is a shift the value does not
+    depend on).
+
+    The JVP is written out (the softmax Jacobian applied to ``dz / t - x dt / t``,
+    ``x = z / t``) so that masked entries give no ``0 * inf``: with ``t``
+    constant per row, ``x`` may be replaced by ``x - m`` (the shift cancels,
+    since the ``y`` sum to one), and ``x - m`` is clamped at ``-2048``, below
+    which ``y`` is exactly 0 in float32 and float64, so the clamp changes
+    nothing but turns ``-inf`` into a finite number. This keeps the masking
+    inside the fusions that compute the gradient, without a ``where`` over
+    the input (an extra full pass on CPU). Otherwise (a temperature per
+    category) the masked entries of ``x`` are replaced by 0.
+    """
+    e = jnp.exp(z / t - m)
+    return e / jnp.sum(e, axis=-1, keepdims=True)
+
+
+def _shifted_softmax_jvp(primals, tangents):
+    z, t, m = primals
+    dz, dt, _ = tangents
+    x = z / t
+    e = jnp.exp(x - m)
+    y = e / jnp.sum(e, axis=-1, keepdims=True)
+    v = None
+    if not isinstance(dz, SymbolicZero):
+        v = dz / t
+    if not isinstance(dt, SymbolicZero):
+        if _row_constant(t):
+            d = jnp.maximum(x - m, jnp.asarray(-_UNDERFLOW, x.dtype))
+        else:
+            d = jnp.where(jnp.isneginf(z), jnp.zeros_like(x), x)
+        w = -(d * dt) / t
+        v = w if v is None else v + w
+    if v is None:
+        return y, jnp.zeros_like(y)
+    return y, y * (v - jnp.sum(y * v, axis=-1, keepdims=True))
+
+
+_shifted_softmax.defjvp(_shifted_softmax_jvp, symbolic_zeros=True)
+
+
+def _tempered_softmax(z: Array, t: Array, zmax: Array | None = None) -> Array:
+    """``softmax(z / t)`` along the last axis; ``-inf`` entries give value and gradient 0.
+
+    ``zmax``: the row maximum of ``stop_gradient(z)`` if the caller has it
+    (from :func:`_max_argmax`); with ``t`` constant per row, the maximum of
+    ``z / t`` is then ``zmax / t`` exactly (division by a positive number is
+    monotone and correctly rounded), and no second reduction is needed.
+    """
+    sg = jax.lax.stop_gradient
+    t = t.astype(z.dtype)
+    if zmax is not None and _row_constant(t):
+        m = zmax[..., None] / sg(t)
+    else:
+        m = jnp.max(sg(z) / sg(t), axis=-1, keepdims=True)
+    return _shifted_softmax(z, t, m)
+
+
+@jax.custom_jvp
+def _tempered_sigmoid(z: Array, t: Array) -> Array:
+    """``sigmoid(z / t)``; ``+-inf`` entries of ``z`` give value 1 / 0 and gradient 0.
+
+    The JVP is written out, ``y (1 - y) (dz / t - x dt / t)`` with ``x = z / t``
+    clamped to ``[-2048, 2048]`` in the temperature term: beyond that range
+    ``y (1 - y)`` is exactly 0 in float32 and float64, so the clamp changes
+    nothing but keeps ``0 * inf`` (NaN) out of the gradient at ``z = +-inf``,
+    inside the fusion that computes the gradient (no ``where`` pass).
+    """
+    return jax.nn.sigmoid(z / t)
+
+
+def _tempered_sigmoid_jvp(primals, tangents):
+    z, t = primals
+    dz, dt = tangents
+    x = z / t
+    y = jax.nn.sigmoid(x)
+    v = None
+    if not isinstance(dz, SymbolicZero):
+        v = dz / t
+    if not isinstance(dt, SymbolicZero):
+        # sign * min(abs) rather than a clamp: XLA's CPU library fusions take
+        # abs, sign and min but not clamp, which would cost a pass of its own.
+        c = jnp.sign(x) * jnp.minimum(jnp.abs(x), jnp.asarray(_UNDERFLOW, x.dtype))
+        w = -(c * dt) / t
+        v = w if v is None else v + w
+    if v is None:
+        return y, jnp.zeros_like(y)
+    return y, y * (1 - y) * v
+
+
+_tempered_sigmoid.defjvp(_tempered_sigmoid_jvp, symbolic_zeros=True)
 
 
 def _zero_masked(logits: Array) -> Array:
@@ -466,10 +596,16 @@ def gumbel_softmax(
     """
     fn = "gumbel_softmax"
     logits_last, t, axis = _categorical_args(key, logits, temperature, axis, fn)
-    z, idx = _gumbel_max(key, logits_last)
-    y = jnp.exp(_tempered_log_softmax(z, t))
+    dtype = samplers.compute_dtype(logits_last.dtype)
+    z = logits_last.astype(dtype) + samplers.gumbel(key, logits_last.shape, dtype)
     if hard:
-        y = _st(jax.nn.one_hot(idx, z.shape[-1], dtype=z.dtype), y)
+        # One reduction gives the sample and the softmax shift: z is read by
+        # this reduction and by the softmax, never by a separate argmax.
+        zmax, idx = _max_argmax(jax.lax.stop_gradient(z))
+        y = _tempered_softmax(z, t, zmax)
+        y = _st(jax.nn.one_hot(idx, z.shape[-1], dtype=dtype), y)
+    else:
+        y = _tempered_softmax(z, t)
     return jnp.moveaxis(y.astype(logits_last.dtype), -1, axis)
 
 
@@ -534,9 +670,13 @@ def relaxed_bernoulli(
     dtype = samplers.compute_dtype(logits.dtype)
     u = samplers.uniform_open(key, logits.shape, dtype)
     z = logits.astype(dtype) + (jnp.log(u) - jnp.log1p(-u))
-    y = jax.nn.sigmoid(_masked_tempered(z, t))
+    y = _tempered_sigmoid(z, t.astype(dtype))
     if hard:
-        y = _st((z > 0).astype(dtype), y)
+        # The sign of z / t is that of z (t > 0); testing x = z / t, which the
+        # sigmoid reads anyway, leaves z one consumer, so XLA fuses the noise
+        # into it instead of writing both logarithms to memory. (They differ
+        # only if z / t underflows to 0: |z| < 1e-45 t, probability ~1e-41.)
+        y = _st((z / t.astype(dtype) > 0).astype(dtype), y)
     return y.astype(logits.dtype)
 
 
