@@ -14,11 +14,16 @@ Numerics
 --------
 Noise is drawn and combined with the logits in at least float32
 (``samplers.compute_dtype``); the output is cast back to the dtype of
-``logits``. The Gumbel-softmax is computed in log space,
-``exp(log_softmax((l + G) / tau))``, so temperatures from 1e-4 to 1e4 and logits
-up to ``+-1e4`` give finite values and gradients, and a logit of ``-inf``
-masks its category: it is never sampled, its relaxed value is exactly 0, and
-its gradient (also with respect to the temperature) is 0 rather than NaN.
+``logits``. The Gumbel-softmax is ``exp(x - m) / sum(exp(x - m))`` with
+``x = (l + G) / tau`` and ``m`` the exact row maximum of ``x`` (one ``exp`` per
+element, no ``log``; the largest term is exactly 1), so temperatures from 1e-4
+to 1e4 and logits up to ``+-1e4`` give finite values and gradients, and a
+logit of ``-inf`` masks its category: it is never sampled, its relaxed value
+is exactly 0, and its gradient (also with respect to the temperature) is 0
+rather than NaN. The masking costs no pass of its own: the relaxations write
+out their JVPs, in which a masked entry's ``x - m`` (or, for the binary
+Concrete, ``x``) is clamped at ``+-2048``, beyond which the derivative it
+multiplies is exactly 0 in float32 and float64.
 Logits must be finite or ``-inf``, with at least one finite logit per
 distribution (``relaxed_bernoulli`` and ``straight_through_bernoulli`` also
 accept ``+inf``).
@@ -139,23 +144,6 @@ def _categorical_args(
     else:
         t = _temperature(temperature, logits.shape, fn, axis)
     return jnp.moveaxis(logits, axis, -1), t, axis
-
-
-def _masked_tempered(z: Array, t: Array) -> Array:
-    """``z / t`` with infinite entries kept infinite and no NaN in any gradient.
-
-    The double ``where`` keeps ``0 * inf`` out of the derivative with respect to
-    ``t`` (the naive ``z / t`` has derivative ``-z / t**2 = inf`` at a masked
-    entry, times a zero cotangent: NaN).
-    """
-    inf = jnp.isinf(z)
-    safe = jnp.where(inf, jnp.zeros_like(z), z)
-    return jnp.where(inf, z, safe / t.astype(z.dtype))
-
-
-def _tempered_log_softmax(z: Array, t: Array) -> Array:
-    """``log_softmax(z / t)`` along the last axis, safe for ``-inf`` entries of ``z``."""
-    return jax.nn.log_softmax(_masked_tempered(z, t), axis=-1)
 
 
 def _max_argmax(z: Array) -> tuple[Array, Array]:
@@ -533,8 +521,8 @@ def gumbel_softmax(
 
     .. math::
         y = \mathrm{softmax}\!\left(\frac{l + G}{\tau}\right)
-          = \exp \log\mathrm{softmax}\!\left(\frac{l + G}{\tau}\right),
-        \qquad G_i \sim \mathrm{Gumbel}(0, 1) \text{ i.i.d.}
+          = \frac{e^{x - m}}{\sum_j e^{x_j - m}}, \quad x = \frac{l + G}{\tau},
+        \quad m = \max_j x_j, \qquad G_i \sim \mathrm{Gumbel}(0, 1) \text{ i.i.d.}
 
     As :math:`\tau \to 0` the sample tends to the one-hot
     :math:`\mathrm{onehot}(\arg\max_i (l_i + G_i))`, which is distributed as
@@ -549,9 +537,29 @@ def gumbel_softmax(
     be differentiable and defined on the simplex (``hard=False``) or at one-hot
     points (``hard=True``). One sample, no extra cost evaluations.
 
-    Computed in log space in at least float32, so temperatures from 1e-4 to 1e4
-    and logits up to ``+-1e4`` give finite values and gradients, and ``-inf``
-    logits (masked categories) give exactly 0 with zero gradient.
+    Computed in at least float32 with the exact row maximum ``m`` as the
+    shift, so temperatures from 1e-4 to 1e4 and logits up to ``+-1e4`` give
+    finite values and gradients, and ``-inf`` logits (masked categories) give
+    exactly 0 with zero gradient (also with respect to ``temperature``).
+
+    Cost: one pass of noise generation fused into the softmax, one ``exp`` per
+    element (besides the two ``log`` of the Gumbel noise); with ``hard=True``
+    the sample's ``argmax`` comes out of the same reduction as the row
+    maximum, so it costs no extra pass. Forward and backward take the time of
+    the textbook ``softmax((l + G) / tau)`` written with
+    ``jax.random.gumbel`` (``benchmarks/prng.py``).
+
+    Choosing the PRNG implementation: the noise comes from ``key``, so pass a
+    typed key of the implementation you want, ``jax.random.key(seed,
+    impl="threefry2x32")`` (the default), ``impl="rbg"`` or
+    ``impl="unsafe_rbg"`` (or set ``jax_default_prng_impl`` for legacy
+    ``uint32`` keys). ``threefry2x32`` gives the same bits on every backend;
+    ``rbg`` and ``unsafe_rbg`` draw with XLA's ``RngBitGenerator`` (Philox on
+    CPU; fast on GPU and TPU; the bits may differ between backends and XLA
+    versions); ``rbg`` splits keys with threefry, ``unsafe_rbg`` with the bit
+    generator itself (cheaper, less studied). jaxgrad runs at the speed of the
+    hand-written formula under each of them; which one is fastest depends on
+    the backend (measured in ``benchmarks/README.md``).
 
     Annealing: ``temperature`` may be a traced array, so a schedule does not
     recompile a jitted step. Use an optax schedule, e.g.
@@ -742,7 +750,7 @@ def _gumbel_rao_bwd(num_samples, res, cotangent):
 
     def term(k):
         u = samplers.uniform_open(jax.random.fold_in(k_cond, k), logits.shape, dtype)
-        y = jnp.exp(_tempered_log_softmax(_conditional_gumbel(u, log_probs, onehot), t))
+        y = _tempered_softmax(_conditional_gumbel(u, log_probs, onehot), t)
         # J^T c of softmax(z / t) w.r.t. the logits (noise fixed), without the 1/t.
         return y * (c - jnp.sum(y * c, axis=-1, keepdims=True))
 
@@ -935,7 +943,7 @@ def reinmax(
     sg = jax.lax.stop_gradient
     lc = logits_last.astype(dtype)
     pi0 = sg(jax.nn.softmax(lc, axis=-1))
-    pi1 = sg((jnp.exp(_tempered_log_softmax(lc, t)) + hard) / 2)
+    pi1 = sg((_tempered_softmax(lc, t) + hard) / 2)
     d = _zero_masked(lc)
     d = d - sg(d)  # value 0, derivative identity
 
