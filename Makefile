@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-full lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadgroup jaxgrad tests
+
+# The same suite with the `slow` statistical checks at full size and the default XLA optimization.
+test-full: $(STAMP)
+	JAXGRAD_FULL_TESTS=1 JAXGRAD_TEST_XLA_OPT_LEVEL=2 $(BIN)/python -m pytest -n 2 --dist loadgroup jaxgrad tests
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"

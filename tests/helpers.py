@@ -7,6 +7,7 @@ without ``__init__.py``) on ``sys.path`` when it loads ``tests/conftest.py``.
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,16 @@ import numpy as np
 import jaxgrad
 from jaxgrad._src import samplers
 from jaxgrad.diagnostics import assert_unbiased, grad_samples
+
+#: ``JAXGRAD_FULL_TESTS=1`` (``make test-full``) runs the ``slow`` statistical checks
+#: at their full size; ``make test`` runs them at the reduced size, with the same
+#: assertions (their tolerances hold at both sizes).
+FULL = os.environ.get("JAXGRAD_FULL_TESTS", "") not in ("", "0")
+
+
+def size(full: int, reduced: int) -> int:
+    """The sample size of a ``slow`` check: ``full`` under ``JAXGRAD_FULL_TESTS=1``."""
+    return full if FULL else reduced
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

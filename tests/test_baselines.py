@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import size
 
 import jaxgrad
 from jaxgrad.diagnostics import grad_samples
@@ -191,7 +192,7 @@ def test_jitted_training_step_updates_ema_from_returned_f_values():
 # The other rows are enumerated over the 2^N joint outcomes by `exact_variance`.
 
 REINFORCE_EXACT = {0.45: 1.59390625e-2, 0.499: 1.562512500025e-2}
-TOY_KEYS = 1_000_000
+TOY_KEYS = size(1_000_000, 250_000)
 TOY_VARIANTS = {  # name -> (baseline, num_samples); "mean" is the oracle constant E f
     "none-1": (None, 1),
     "none-2": (None, 2),
@@ -265,6 +266,7 @@ def toy_samples(t):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("baselines_toy")  # one worker reads the cached study
 @pytest.mark.parametrize("t", [0.45, 0.499])
 def test_reinforce_variance_matches_exact_at_1e6_keys(t):
@@ -273,6 +275,7 @@ def test_reinforce_variance_matches_exact_at_1e6_keys(t):
     assert abs(var / REINFORCE_EXACT[t] - 1) < 0.02, (t, var, REINFORCE_EXACT[t])
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("baselines_toy")  # one worker reads the cached study
 @pytest.mark.parametrize("t", [0.45, 0.499])
 def test_every_baseline_reduces_variance_with_common_random_numbers(t):

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import size
 
 import jaxgrad
 from jaxgrad._src import samplers
@@ -84,7 +85,7 @@ def test_extreme_logits_and_temperatures_give_finite_values_and_gradients(dtype)
                     assert value[0, 0] > 0.99, f"{what}: {value}"
 
 
-NUM_DRAWS, CHUNK = 10_000_000, 1_000_000
+NUM_DRAWS, CHUNK = size(10_000_000, 2_000_000), 1_000_000
 
 
 @jax.jit
@@ -112,6 +113,7 @@ def _long_run(key, logits):
     return jax.lax.map(chunk, jax.random.split(key, NUM_DRAWS // CHUNK))
 
 
+@pytest.mark.slow
 def test_ten_million_gumbel_softmax_draws_at_low_temperature():
     logits = jnp.asarray([2.0, 0.0, -1.0, -3.0], F32)
     bad, dev, lo, hi, grad_ok, totals = _long_run(jax.random.key(2024), logits)
