@@ -165,6 +165,7 @@ class Categorical(_Logits):
     kind: str = "categorical"
     reparameterizable: bool = False
     event_ndims: ClassVar[int] = 1
+    param_event_ndims: ClassVar[tuple[int, ...]] = (1,)
 
     def sample(self, key: Any, logits: Any) -> Array:
         logits = _floating(logits, "categorical.sample")
