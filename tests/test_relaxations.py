@@ -567,3 +567,195 @@ def test_temperature_annealing_does_not_retrace():
 
     assert np.all(np.isfinite(train(_key(50), logits)))
     assert len(traces) == 1
+
+
+# ----------------------------------------------------------------- the fused formulas
+
+
+def _log_space_gumbel_softmax(key, logits, t, hard, axis=-1):
+    """The textbook-safe formula jaxgrad used before: exp(log_softmax(masked z / t))."""
+    l = jnp.moveaxis(logits, axis, -1)
+    t = jnp.moveaxis(jnp.broadcast_to(t, logits.shape), axis, -1) if jnp.ndim(t) else t
+    z = l + jaxgrad.gumbel(key, l.shape, l.dtype)
+    inf = jnp.isinf(z)
+    x = jnp.where(inf, z, jnp.where(inf, jnp.zeros_like(z), z) / t)
+    y = jnp.exp(jax.nn.log_softmax(x, axis=-1))
+    if hard:
+        d = jax.nn.one_hot(jnp.argmax(z, axis=-1), z.shape[-1], dtype=z.dtype)
+        y = jax.lax.stop_gradient(d) + (y - jax.lax.stop_gradient(y))
+    return jnp.moveaxis(y, -1, axis)
+
+
+def _log_space_relaxed_bernoulli(key, logits, t, hard):
+    u = samplers.uniform_open(key, logits.shape, logits.dtype)
+    z = logits + (jnp.log(u) - jnp.log1p(-u))
+    inf = jnp.isinf(z)
+    y = jax.nn.sigmoid(jnp.where(inf, z, jnp.where(inf, jnp.zeros_like(z), z) / t))
+    if hard:
+        y = jax.lax.stop_gradient((z > 0).astype(y.dtype)) + (y - jax.lax.stop_gradient(y))
+    return y
+
+
+FNS["log_space_gumbel_softmax"] = lambda k, l, t, axis: _log_space_gumbel_softmax(
+    k, l, t, False, axis
+)
+FNS["log_space_gumbel_softmax_hard"] = lambda k, l, t, axis: _log_space_gumbel_softmax(
+    k, l, t, True, axis
+)
+FNS["log_space_relaxed_bernoulli"] = lambda k, l, t, axis: _log_space_relaxed_bernoulli(
+    k, l, t, False
+)
+FNS["log_space_relaxed_bernoulli_hard"] = lambda k, l, t, axis: _log_space_relaxed_bernoulli(
+    k, l, t, True
+)
+
+# Masks (+-inf), a huge logit and a tie; temperatures per tensor, per row, per category.
+_FUSED_LOGITS = [[0.3, -np.inf, 2.0, -1.0, 0.5], [1e4, -1e4, 0.0, -np.inf, 1e4], [-2.0] * 5]
+_TEMPERATURES = {
+    "scalar": 0.7,
+    "per row": [[0.4], [1.3], [0.9]],
+    "per category": [0.5, 2.0, 0.8, 1.1, 0.3],
+}
+
+
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("temperature", list(_TEMPERATURES))
+def test_fused_gumbel_softmax_equals_the_log_space_formula_on_the_same_noise(
+    rng, hard, temperature
+):
+    """Value and both gradients agree in float64 (the fused path has no where and no log)."""
+    logits = jnp.asarray(_FUSED_LOGITS, F64)
+    t = jnp.asarray(_TEMPERATURES[temperature], F64)
+    c = jnp.asarray(rng.normal(size=logits.shape), F64)
+    name = "gumbel_softmax_hard" if hard else "gumbel_softmax"
+    got = value_and_vjp(name, _key(11), logits, t, c)
+    want = value_and_vjp("log_space_" + name, _key(11), logits, t, c)
+    # The temperature gradient sums x_i = z_i / t of size 1e4 to ~1e-3: the
+    # log-space reference cancels (the fused path uses x - max), hence its atol.
+    whats = {"value": 1e-15, "logits gradient": 1e-15, "temperature gradient": 1e-12}
+    for g, w, (what, atol) in zip(got, want, whats.items(), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=atol, err_msg=f"{temperature}: {what}")
+    value, g_logits, g_t = got
+    mask = np.isneginf(np.asarray(_FUSED_LOGITS))
+    assert np.all(np.asarray(value)[mask] == 0) and np.all(np.asarray(g_logits)[mask] == 0)
+    assert np.all(np.isfinite(g_t)) and np.any(np.asarray(g_t) != 0)
+    if hard:  # exactly the one-hot of the Gumbel-max sample
+        idx = jaxgrad.categorical(_key(11), logits)
+        np.testing.assert_array_equal(value, jax.nn.one_hot(idx, 5, dtype=F64))
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_fused_relaxed_bernoulli_equals_the_log_space_formula_on_the_same_noise(rng, hard):
+    logits = jnp.asarray([[0.3, -np.inf, 2.0], [np.inf, -1e4, 1e4]], F64)
+    c = jnp.asarray(rng.normal(size=logits.shape), F64)
+    name = "relaxed_bernoulli_hard" if hard else "relaxed_bernoulli"
+    got = _vjp(name, 12, logits, 0.6, c)
+    want = _vjp("log_space_" + name, 12, logits, 0.6, c)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15)
+    assert np.all(np.asarray(got[1])[np.isinf(np.asarray(logits))] == 0)
+    assert np.isfinite(float(got[2])) and float(got[2]) != 0
+
+
+def test_max_argmax_is_jnp_max_and_argmax_in_one_reduction():
+    z = jnp.asarray(
+        [[1.0, 3.0, 3.0, -np.inf], [-np.inf] * 4, [0, np.nan, 5, np.nan], [-1.0, -1.0, -1.0, -2]],
+        F32,
+    )
+    m, i = relaxations._max_argmax(z)
+    np.testing.assert_array_equal(m, jnp.max(z, axis=-1))
+    np.testing.assert_array_equal(i, jnp.argmax(z, axis=-1))
+    assert i.tolist() == [1, 0, 1, 0]  # first index among ties, first NaN
+
+
+def test_fused_relaxations_work_in_forward_mode_and_at_second_order():
+    """The written-out JVPs: jacfwd == jacrev, finite at masks, and Hessians exist."""
+    logits = jnp.asarray([[0.3, -np.inf, 2.0, -1.0], [1.0, 0.5, -np.inf, -np.inf]], F64)
+
+    def f(l, t):  # per-category, per-row temperatures
+        return jnp.concatenate(
+            [
+                jaxgrad.gumbel_softmax(_key(13), l, temperature=jnp.tile(t, 2)).ravel(),
+                jaxgrad.gumbel_softmax(_key(14), l, temperature=t[:, None], hard=True).ravel(),
+                jaxgrad.relaxed_bernoulli(_key(15), l, temperature=t[:, None]).ravel(),
+            ]
+        )
+
+    t = jnp.asarray([0.6, 1.7], F64)
+    fwd = jax.jit(jax.jacfwd(f, argnums=(0, 1)))(logits, t)
+    rev = jax.jit(jax.jacrev(f, argnums=(0, 1)))(logits, t)
+    for a, b in zip(fwd, rev, strict=True):
+        assert np.all(np.isfinite(a))
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    # Masked logits get no derivative from any output; unmasked ones do.
+    d_logits = np.abs(np.asarray(fwd[0])).sum(axis=0)
+    assert np.all(d_logits[np.isneginf(np.asarray(logits))] == 0)
+    assert np.all(d_logits[0, [0, 2]] > 0)
+    # Second order: the Hessian of a smooth cost, symmetric and finite.
+    w = jnp.arange(logits.size * 3, dtype=F64)
+    h = jax.jit(jax.hessian(lambda l: jnp.sum(w * f(l, t) ** 2)))(logits)
+    h = np.asarray(h).reshape(logits.size, logits.size)
+    assert np.all(np.isfinite(h)) and np.any(h != 0)
+    np.testing.assert_allclose(h, h.T, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])
+def test_rbg_keys_give_exact_hard_samples_and_safe_gradients(impl):
+    """The same guarantees under the other PRNG implementations (one program per impl)."""
+    logits = jnp.asarray(_FUSED_LOGITS, F32)
+    key = lambda: jax.random.key(21, impl=impl)  # noqa: E731  (a fresh key, the same noise)
+
+    @jax.jit
+    def run(keys, logits, t):
+        def loss(l, t):
+            y = jaxgrad.gumbel_softmax(keys[0], l, temperature=t, hard=True)
+            s = jaxgrad.gumbel_softmax(keys[1], l, temperature=t)
+            b = jaxgrad.relaxed_bernoulli(keys[2], l, temperature=t, hard=True)
+            h = jaxgrad.gumbel_softmax(keys[3], l.astype(jnp.float16), temperature=t, hard=True)
+            return jnp.sum(y * jnp.arange(5, dtype=F32)) + jnp.sum(s**2) + jnp.sum(b), (y, s, b, h)
+
+        return jax.grad(loss, argnums=(0, 1), has_aux=True)(logits, t)
+
+    (g_l, g_t), (y, s, b, h) = run([key() for _ in range(4)], logits, jnp.float32(0.2))
+    idx = jaxgrad.categorical(key(), logits)
+    np.testing.assert_array_equal(y, jax.nn.one_hot(idx, 5, dtype=F32))
+    np.testing.assert_array_equal(jnp.argmax(s, -1), idx)  # the relaxation of the same draw
+    np.testing.assert_array_equal(np.asarray(h, np.float64), np.asarray(y, np.float64))
+    assert h.dtype == jnp.float16
+    u = samplers.uniform_open(key(), logits.shape, F32)
+    np.testing.assert_array_equal(b, (logits + jnp.log(u) - jnp.log1p(-u) > 0).astype(F32))
+    mask = np.isneginf(np.asarray(_FUSED_LOGITS))
+    assert np.all(np.asarray(g_l)[mask] == 0) and np.all(np.isfinite(g_l)) and np.isfinite(g_t)
+
+
+def _transcendentals(fn, hard, key, shape=(64, 256)):
+    """XLA's count of transcendental operations per element, forward and backward."""
+
+    def loss(l, t, w):
+        return jnp.sum(w * fn(key, l, t, hard))
+
+    x = jnp.zeros(shape, F32)
+    step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    analysis = step.lower(x, jnp.float32(0.5), x).compile().cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    if not analysis or "transcendentals" not in analysis:
+        pytest.skip("this backend has no cost analysis")
+    return analysis["transcendentals"] / x.size
+
+
+def test_gumbel_softmax_computes_no_more_transcendentals_than_the_textbook_formula():
+    """Two logs (the noise) and one exp per element, as softmax((l + G) / tau) by hand."""
+    key = jax.random.key(0, impl="rbg")
+
+    def textbook(key, l, t, hard):
+        y = jax.nn.softmax((l + jax.random.gumbel(key, l.shape, l.dtype)) / t, axis=-1)
+        if hard:
+            d = jax.nn.one_hot(jnp.argmax(y, -1), y.shape[-1], dtype=y.dtype)
+            y = d + y - jax.lax.stop_gradient(y)
+        return y
+
+    ours = lambda key, l, t, hard: jaxgrad.gumbel_softmax(key, l, temperature=t, hard=hard)
+    for hard in (False, True):
+        assert _transcendentals(ours, hard, key) <= _transcendentals(textbook, hard, key) == 3
+    # Power: the log-space formula (a second exp and a log per row) fails the same check.
+    assert _transcendentals(lambda k, l, t, h: _log_space_gumbel_softmax(k, l, t, h), True, key) > 3

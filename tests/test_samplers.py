@@ -283,3 +283,33 @@ def test_categorical_support_enumerates_every_outcome(rng):
     np.testing.assert_allclose(
         np.tensordot(probs, xs, axes=1), dists.categorical.mean(logits), rtol=1e-12
     )
+
+
+# ----------------------------------------------------------------- PRNG implementations
+
+
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg", "unsafe_rbg"])
+def test_uniform_open_draws_the_same_bits_flat_or_shaped_under_every_impl(impl):
+    """rbg keys draw in the shape (no reshape for XLA to fuse across): the same numbers.
+
+    The reference is the flat, padded draw every implementation made before, so
+    the noise of a key does not depend on how uniform_open draws it.
+    """
+    from jaxgrad._src import samplers
+
+    key = lambda: jax.random.key(5, impl=impl)  # noqa: E731  (a fresh key, the same bits)
+    tiny = jnp.finfo(F32).tiny
+    for shape in [(4, 8), (3, 5, 7), (2,)]:  # a multiple of 32, a padded size, a small one
+        size = int(np.prod(shape))
+        padded = size if size < 8 else -(-size // samplers.NOISE_BLOCK) * samplers.NOISE_BLOCK
+        flat = jax.random.uniform(key(), (padded,), F32, minval=tiny, maxval=1.0)[:size]
+        u = samplers.uniform_open(key(), shape, F32)
+        assert u.shape == shape
+        np.testing.assert_array_equal(u, flat.reshape(shape))
+    # Under vmap over keys and jit: one independent draw per key, on (0, 1).
+    keys = jax.random.split(key(), 64)
+    u = jax.jit(jax.vmap(lambda k: samplers.uniform_open(k, (3, 5, 7), F32)))(keys)
+    assert u.shape == (64, 3, 5, 7) and np.all((u > 0) & (u < 1))
+    assert len(np.unique(np.asarray(u[:, 0, 0, 0]))) == 64
+    g = jaxgrad.gumbel(key(), (N,), F32)
+    assert np.all(np.isfinite(g)) and stats.kstest(np.asarray(g), stats.gumbel_r.cdf).pvalue > 0.01
