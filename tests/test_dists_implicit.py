@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import size
 from scipy import special, stats
 from scipy.integrate import quad
 
@@ -204,7 +205,7 @@ def test_beta_and_dirichlet_gradients_are_the_chain_rule_through_implicit_gamma_
 
 # ----------------------------------------------------------------- in expectation: z-tests
 
-NUM_KEYS = 10_000
+NUM_KEYS = size(20_000, 5_000)  # make test-full / make test
 ESTIMATORS = ("pathwise", "score_function", "rloo")
 
 
@@ -363,6 +364,7 @@ def _exact(name):
     return g[0] if len(g) == 1 else tuple(g)
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("dists_study")
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("name", sorted(STUDIES))
