@@ -72,7 +72,21 @@ def _no_closed_form(name: str, what: str) -> NotImplementedError:
 
 
 @dataclasses.dataclass(frozen=True)
-class RelaxedBernoulli(Spec):
+class _Concrete(Spec):
+    """What the Concrete specs share: no closed-form entropy, mean or variance."""
+
+    def _entropy(self, p: tuple[Array, ...]) -> Array:
+        raise _no_closed_form(self.name, "entropy")
+
+    def _mean(self, p: tuple[Array, ...]) -> Array:
+        raise _no_closed_form(self.name, "mean")
+
+    def _variance(self, p: tuple[Array, ...]) -> Array:
+        raise _no_closed_form(self.name, "variance")
+
+
+@dataclasses.dataclass(frozen=True)
+class RelaxedBernoulli(_Concrete):
     r"""The binary Concrete distribution with params ``(logits, temperature)``.
 
     Samples :math:`y = \sigma((l + L)/\tau) \in (0, 1)`, :math:`L` logistic,
@@ -122,18 +136,9 @@ class RelaxedBernoulli(Spec):
         z = jnp.log(ys) - jnp.log1p(-ys)  # +-inf at the ends: sigmoid gives 0 and 1
         return jax.nn.sigmoid(t * z - logits).astype(a.dtype)
 
-    def _entropy(self, p: tuple[Array, ...]) -> Array:
-        raise _no_closed_form(self.name, "entropy")
-
-    def _mean(self, p: tuple[Array, ...]) -> Array:
-        raise _no_closed_form(self.name, "mean")
-
-    def _variance(self, p: tuple[Array, ...]) -> Array:
-        raise _no_closed_form(self.name, "variance")
-
 
 @dataclasses.dataclass(frozen=True)
-class RelaxedOneHotCategorical(Spec):
+class RelaxedOneHotCategorical(_Concrete):
     r"""The Concrete distribution on the simplex, params ``(logits [..., K], temperature [...])``.
 
     Samples :math:`y = \mathrm{softmax}((l + G)/\tau)`, exactly
@@ -183,15 +188,6 @@ class RelaxedOneHotCategorical(Spec):
             - k * jax.nn.logsumexp(logits - t1 * x, axis=-1)
         )
         return jnp.where(ok, lp, jnp.asarray(-jnp.inf, lp.dtype))
-
-    def _entropy(self, p: tuple[Array, ...]) -> Array:
-        raise _no_closed_form(self.name, "entropy")
-
-    def _mean(self, p: tuple[Array, ...]) -> Array:
-        raise _no_closed_form(self.name, "mean")
-
-    def _variance(self, p: tuple[Array, ...]) -> Array:
-        raise _no_closed_form(self.name, "variance")
 
 
 relaxed_bernoulli = RelaxedBernoulli()
