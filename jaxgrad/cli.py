@@ -39,6 +39,7 @@ import jax
 from jaxgrad import diagnostics
 from jaxgrad._src import problems
 from jaxgrad._src.estimators.registry import ESTIMATORS
+from jaxgrad._src.study import _SKIPPABLE
 
 #: Estimators needing more f-evaluations per estimate are left out of default studies.
 MAX_COST = 2**16
@@ -486,7 +487,7 @@ def _stopped(err: BaseException, out: str, argv: Sequence[str], plot: bool) -> t
     partial = getattr(err, "partial_study", None)
     if isinstance(err, KeyboardInterrupt):
         status, what = 130, "interrupted"
-    elif isinstance(err, diagnostics._SKIPPABLE):
+    elif isinstance(err, _SKIPPABLE):
         status, what = 2, f"error: {partial.interruption if partial else _first_line(err)}"
     else:
         status, what = 1, f"error: {partial.interruption if partial else _first_line(err)}"

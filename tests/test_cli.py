@@ -14,6 +14,7 @@ import pytest
 import jaxgrad
 from jaxgrad import cli
 from jaxgrad._src import problems
+from jaxgrad._src import study as study_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, problems.DEFAULT_DATA)
@@ -391,7 +392,7 @@ def fake_stats(monkeypatch):
             bias_stderr=None if bias is None else stderr,
         )
 
-    monkeypatch.setattr(cli.diagnostics, "grad_stats", fake)
+    monkeypatch.setattr(study_module, "grad_stats", fake)
     return calls
 
 
@@ -428,7 +429,7 @@ def test_rerun_replaces_every_output_and_no_plot_removes_the_stale_png(
 def test_interrupt_or_error_writes_the_finished_estimators_marked_partial(
     error, status, line, tmp_path, capsys, monkeypatch, fake_stats
 ):
-    real = cli.diagnostics.grad_stats
+    real = study_module.grad_stats
     calls = []
 
     def flaky(*args, **kwargs):
@@ -437,7 +438,7 @@ def test_interrupt_or_error_writes_the_finished_estimators_marked_partial(
             raise error
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cli.diagnostics, "grad_stats", flaky)
+    monkeypatch.setattr(study_module, "grad_stats", flaky)
     out = str(tmp_path / "o")
     argv = [*TINY, "--estimators", "disarm,reinforce,arm", "--out", out]
     rc, stdout, stderr = run(argv, capsys)
@@ -458,7 +459,7 @@ def test_interrupt_before_any_estimator_finished_writes_nothing(tmp_path, capsys
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.diagnostics, "grad_stats", stop)
+    monkeypatch.setattr(study_module, "grad_stats", stop)
     out = tmp_path / "o"
     rc, stdout, stderr = run([*TINY, "--estimators", "disarm", "--out", str(out)], capsys)
     assert rc == 130

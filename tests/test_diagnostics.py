@@ -493,7 +493,7 @@ def test_write_study_is_atomic_and_never_mixes_studies(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(dg.json, "dump", crash)
+    monkeypatch.setattr(json, "dump", crash)
     with pytest.raises(OSError, match="No space left"):
         pooled_study.write(str(out), plot=False)
     after = {n: (out / n).read_bytes() for n in os.listdir(out)}

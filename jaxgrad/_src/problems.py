@@ -33,8 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad import diagnostics
-from jaxgrad._src import dists
+from jaxgrad._src import dists, oracles
 
 
 class ProblemError(ValueError):
@@ -188,7 +187,7 @@ def categorical_toy(
     def f(x):
         return (jnp.mean(x @ v) - t) ** 2
 
-    exact = diagnostics.exact_grad(f, params, dist=dists.categorical)
+    exact = oracles.exact_grad(f, params, dist=dists.categorical)
     return Problem(
         name="categorical-toy",
         description=f"E[(mean_d <x_d, v> - {t:g})^2], {d} uniform categoricals of {k} classes",
@@ -212,10 +211,10 @@ def gaussian(
 ) -> Problem:
     """``E_{x ~ N(mu, sigma^2)} f(x)`` for a test function of Mohamed et al. (2020, sec. 3)."""
     function = "square" if function is None else function
-    if function not in diagnostics.GAUSSIAN_TEST_FUNCTIONS:
+    if function not in oracles.GAUSSIAN_TEST_FUNCTIONS:
         raise ProblemError(
             f"gaussian: --function must be one of "
-            f"{', '.join(diagnostics.GAUSSIAN_TEST_FUNCTIONS)}, got {function!r}."
+            f"{', '.join(oracles.GAUSSIAN_TEST_FUNCTIONS)}, got {function!r}."
         )
     k = 1.0 if k is None else float(k)
     mu = 0.5 if loc is None else float(loc)
@@ -228,7 +227,7 @@ def gaussian(
     if function == "exp" and not 1 + 2 * k * sigma**2 > 0:
         raise ProblemError(f"gaussian: exp(-k x^2) needs 1 + 2 k sigma^2 > 0, got k={k}.")
     params = (jnp.full((1,), mu, jnp.float32), jnp.full((1,), sigma, jnp.float32))
-    exact = diagnostics.gaussian_exact_grad(function, *params, k=k)
+    exact = oracles.gaussian_exact_grad(function, *params, k=k)
     formula = {"square": f"(x - {k:g})^2", "exp": f"exp(-{k:g} x^2)", "cos": f"cos({k:g} x)"}
     return Problem(
         name="gaussian",
@@ -237,7 +236,7 @@ def gaussian(
         variable="normal",
         dist=dists.normal,
         params=params,
-        f=diagnostics.gaussian_test_function(function, k),
+        f=oracles.gaussian_test_function(function, k),
         event_shape=(1,),
         exact=exact,
         param_names=("loc", "scale"),
