@@ -15,9 +15,11 @@ on the same key:
 
 The hand-written versions are not safe (a ``-inf`` logit gives a NaN
 temperature gradient, and the hard value is rounded); jaxgrad's must be, at
-the speed of the hand-written ones. ``previous`` is jaxgrad's earlier
-Gumbel-softmax, ``exp(log_softmax(where(masked, z, z / tau)))`` with the
-argmax over ``z = l + G``, kept here for the before/after comparison.
+the speed of the hand-written ones. ``previous`` is jaxgrad's code before
+the rewrite, kept here for the before/after comparison: the Gumbel-softmax
+as ``exp(log_softmax(where(masked, z, z / tau)))`` with the argmax over
+``z = l + G``, the binary Concrete with the same ``where``, both on noise
+drawn flat (padded to a multiple of 32) and reshaped.
 
 Timing: every program is compiled first, then ``rounds`` interleaved rounds
 call each program once in turn; reported are medians per program, the ratio
@@ -61,13 +63,25 @@ def _hand_gumbel_softmax(key, logits, t, hard):
     return y
 
 
+def _previous_uniform(key, shape):
+    """jaxgrad's earlier ``uniform_open``: a flat draw (padded to 32) and a reshape."""
+    size = int(np.prod(shape))
+    padded = -(-size // 32) * 32
+    u = jax.random.uniform(key, (padded,), jnp.float32, minval=jnp.finfo(jnp.float32).tiny)
+    return u[:size].reshape(shape)
+
+
+def _previous_masked(z, t):
+    """jaxgrad's earlier ``z / t`` with infinite entries kept (two ``where``)."""
+    inf = jnp.isinf(z)
+    return jnp.where(inf, z, jnp.where(inf, jnp.zeros_like(z), z) / t)
+
+
 def _previous_gumbel_softmax(key, logits, t, hard):
     """jaxgrad's Gumbel-softmax before the fused rewrite (log space, argmax over z)."""
-    z = logits + jaxgrad.gumbel(key, logits.shape, logits.dtype)
+    z = logits - jnp.log(-jnp.log(_previous_uniform(key, logits.shape)))
     idx = jnp.argmax(z, axis=-1)
-    inf = jnp.isinf(z)
-    x = jnp.where(inf, z, jnp.where(inf, jnp.zeros_like(z), z) / t)
-    y = jnp.exp(jax.nn.log_softmax(x, axis=-1))
+    y = jnp.exp(jax.nn.log_softmax(_previous_masked(z, t), axis=-1))
     if hard:
         d = jax.nn.one_hot(idx, z.shape[-1], dtype=z.dtype)
         y = jax.lax.stop_gradient(d) + (y - jax.lax.stop_gradient(y))
@@ -86,6 +100,17 @@ def _hand_relaxed_bernoulli(key, logits, t, hard):
     return y
 
 
+def _previous_relaxed_bernoulli(key, logits, t, hard):
+    """jaxgrad's binary Concrete before the rewrite (flat draw, where-masked z / t)."""
+    u = _previous_uniform(key, logits.shape)
+    z = logits + (jnp.log(u) - jnp.log1p(-u))
+    y = jax.nn.sigmoid(_previous_masked(z, t))
+    if hard:
+        b = (z > 0).astype(y.dtype)
+        y = jax.lax.stop_gradient(b) + (y - jax.lax.stop_gradient(y))
+    return y
+
+
 def _jaxgrad_relaxed_bernoulli(key, logits, t, hard):
     return jaxgrad.relaxed_bernoulli(key, logits, temperature=t, hard=hard)
 
@@ -97,7 +122,11 @@ SAMPLERS = {
         "jaxgrad": _jaxgrad_gumbel_softmax,
         "previous": _previous_gumbel_softmax,
     },
-    "relaxed_bernoulli": {"hand": _hand_relaxed_bernoulli, "jaxgrad": _jaxgrad_relaxed_bernoulli},
+    "relaxed_bernoulli": {
+        "hand": _hand_relaxed_bernoulli,
+        "jaxgrad": _jaxgrad_relaxed_bernoulli,
+        "previous": _previous_relaxed_bernoulli,
+    },
 }
 
 

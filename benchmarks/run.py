@@ -7,6 +7,9 @@
    iteration with autograd (target >= 50x); skipped with a message without
    PyTorch (``pip install -e '.[bench]'``).
 3. Peak RSS for 1e4 ... 1e7 keys, streamed and materialized, in subprocesses.
+4. Gumbel-softmax and the binary Concrete under each PRNG implementation
+   (threefry2x32, rbg, unsafe_rbg), forward and backward on [4096, 1024],
+   against the textbook formula on the same key (target ratio <= 1.05).
 
 Writes every figure to ``--out`` (default ``results/bench.json``).
 
@@ -23,6 +26,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import memory  # noqa: E402
+import prng  # noqa: E402
 import throughput  # noqa: E402
 import torch_reference  # noqa: E402
 
@@ -37,6 +41,7 @@ def main() -> None:
     parser.add_argument(
         "--memory-keys", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 10_000_000]
     )
+    parser.add_argument("--prng-rounds", type=int, default=15)
     parser.add_argument("--out", default=os.path.join("results", "bench.json"))
     args = parser.parse_args()
 
@@ -71,6 +76,15 @@ def main() -> None:
             results["memory"].append(r)
             print(f"{mode:<13} {n:>10} keys: peak RSS {r['peak_mib']:7.1f} MiB")
 
+    print("\n== 4. PRNG implementations: jaxgrad vs the textbook formula, same key ==")
+    print(f"load {os.getloadavg()}")
+    results["prng"] = []
+    for impl in prng.IMPLS:
+        for row in prng.measure(impl, args.prng_rounds):
+            results["prng"].append(row)
+            print(prng.report(row))
+    print(f"load {os.getloadavg()}")
+
     print("\n== summary ==")
     for row in results["throughput"]:
         print(
@@ -85,6 +99,13 @@ def main() -> None:
             f"streamed peak RSS from {args.memory_keys[0]:.0e} to {args.memory_keys[-1]:.0e} "
             f"keys: {min(streamed):.0f} .. {max(streamed):.0f} MiB"
         )
+    for row in results["prng"]:
+        if row["variant"] == "jaxgrad":
+            mode = "hard" if row["hard"] else "soft"
+            print(
+                f"{row['sampler']} {mode} under {row['impl']}: {row['paired_ratio']:.2f} of "
+                f"hand-written (ratio of medians {row['ratio']:.2f}; target <= {prng.TARGET})"
+            )
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(results, fh, indent=1)
