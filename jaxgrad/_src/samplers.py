@@ -49,31 +49,17 @@ def uniform_open(key: ArrayLike, shape: Sequence[int], dtype: DTypeLike) -> Arra
     exact: padding a single number to 32 made a million-key study several
     times slower.
 
-    Keys of the ``rbg`` and ``unsafe_rbg`` implementations draw ``shape``
-    directly, unpadded: their bits are the same (the flat draw of a size is
-    the row-major order of the shaped draw, and a padded draw begins with the
-    unpadded one), but a reshape between the draw and its consumers keeps
-    XLA's CPU backend from fusing the noise into them (it then writes the
-    noise, or each of its logarithms, to memory first).
+    Under ``rbg`` and ``unsafe_rbg`` keys the flat draw costs nothing either:
+    the bits are those of a draw in ``shape`` (row-major), and XLA compiles
+    both to the same program (``benchmarks/README.md``, PRNG section).
     """
     dtype = jnp.dtype(dtype)
-    tiny = jnp.finfo(dtype).tiny
-    if "rbg" in _impl_name(key):
-        return jax.random.uniform(key, tuple(shape), dtype, minval=tiny, maxval=1.0)
     size = 1
     for s in shape:
         size *= s
     padded = size if size < 8 else -(-size // NOISE_BLOCK) * NOISE_BLOCK
-    u = jax.random.uniform(key, (padded,), dtype, minval=tiny, maxval=1.0)
+    u = jax.random.uniform(key, (padded,), dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
     return u[:size].reshape(shape)
-
-
-def _impl_name(key: ArrayLike) -> str:
-    """The name of the PRNG implementation of ``key`` (legacy keys: the default one)."""
-    dtype = getattr(key, "dtype", None)
-    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        return str(jax.random.key_impl(key))
-    return str(jax.config.jax_default_prng_impl)
 
 
 def gumbel(
