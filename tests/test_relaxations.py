@@ -657,17 +657,6 @@ def test_fused_relaxed_bernoulli_equals_the_log_space_formula_on_the_same_noise(
     assert np.isfinite(float(got[2])) and float(got[2]) != 0
 
 
-def test_max_argmax_is_jnp_max_and_argmax_in_one_reduction():
-    z = jnp.asarray(
-        [[1.0, 3.0, 3.0, -np.inf], [-np.inf] * 4, [0, np.nan, 5, np.nan], [-1.0, -1.0, -1.0, -2]],
-        F32,
-    )
-    m, i = relaxations._max_argmax(z)
-    np.testing.assert_array_equal(m, jnp.max(z, axis=-1))
-    np.testing.assert_array_equal(i, jnp.argmax(z, axis=-1))
-    assert i.tolist() == [1, 0, 1, 0]  # first index among ties, first NaN
-
-
 def test_fused_relaxations_work_in_forward_mode_and_at_second_order():
     """The written-out JVPs: jacfwd == jacrev, finite at masks, and Hessians exist."""
     logits = jnp.asarray([[0.3, -np.inf, 2.0, -1.0], [1.0, 0.5, -np.inf, -np.inf]], F64)

@@ -146,25 +146,6 @@ def _categorical_args(
     return jnp.moveaxis(logits, axis, -1), t, axis
 
 
-def _max_argmax(z: Array) -> tuple[Array, Array]:
-    """``(max, argmax)`` of ``z`` along the last axis, in one reduction (one read of ``z``).
-
-    The index follows ``jnp.argmax`` exactly: the first index among ties, and
-    the first NaN if there is one (its value is then NaN). No gradient: pass
-    a stop-gradient ``z``.
-    """
-    iota = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)
-
-    def pick(a, b):
-        (av, ai), (bv, bi) = a, b
-        take_a = (av > bv) | (av != av)
-        take_ai = take_a | ((av == bv) & (ai < bi))
-        return jax.lax.select(take_a, av, bv), jax.lax.select(take_ai, ai, bi)
-
-    init = (jnp.asarray(-jnp.inf, z.dtype), jnp.asarray(0, jnp.int32))
-    return jax.lax.reduce((z, iota), init, pick, (z.ndim - 1,))
-
-
 #: Entries more than this far below the row maximum (in units of ``z / t``)
 #: have ``exp`` exactly 0 in float32 and float64; see :func:`_shifted_softmax`.
 _UNDERFLOW = 2048.0
@@ -223,21 +204,11 @@ def _shifted_softmax_jvp(primals, tangents):
 _shifted_softmax.defjvp(_shifted_softmax_jvp, symbolic_zeros=True)
 
 
-def _tempered_softmax(z: Array, t: Array, zmax: Array | None = None) -> Array:
-    """``softmax(z / t)`` along the last axis; ``-inf`` entries give value and gradient 0.
-
-    ``zmax``: the row maximum of ``stop_gradient(z)`` if the caller has it
-    (from :func:`_max_argmax`); with ``t`` constant per row, the maximum of
-    ``z / t`` is then ``zmax / t`` exactly (division by a positive number is
-    monotone and correctly rounded), and no second reduction is needed.
-    """
+def _tempered_softmax(z: Array, t: Array) -> Array:
+    """``softmax(z / t)`` along the last axis; ``-inf`` entries give value and gradient 0."""
     sg = jax.lax.stop_gradient
     t = t.astype(z.dtype)
-    if zmax is not None and _row_constant(t):
-        m = zmax[..., None] / sg(t)
-    else:
-        m = jnp.max(sg(z) / sg(t), axis=-1, keepdims=True)
-    return _shifted_softmax(z, t, m)
+    return _shifted_softmax(z, t, jnp.max(sg(z) / sg(t), axis=-1, keepdims=True))
 
 
 @jax.custom_jvp
@@ -542,11 +513,10 @@ def gumbel_softmax(
     finite values and gradients, and ``-inf`` logits (masked categories) give
     exactly 0 with zero gradient (also with respect to ``temperature``).
 
-    Cost: one pass of noise generation fused into the softmax, one ``exp`` per
-    element (besides the two ``log`` of the Gumbel noise); with ``hard=True``
-    the sample's ``argmax`` comes out of the same reduction as the row
-    maximum, so it costs no extra pass. Forward and backward take the time of
-    the textbook ``softmax((l + G) / tau)`` written with
+    Cost: one ``exp`` per element besides the two ``log`` of the Gumbel noise,
+    and no pass of its own for the masking; with ``hard=True`` one more
+    reduction, the ``argmax`` of ``l + G``. Forward and backward take the time
+    of the textbook ``softmax((l + G) / tau)`` written with
     ``jax.random.gumbel`` (``benchmarks/prng.py``).
 
     Choosing the PRNG implementation: the noise comes from ``key``, so pass a
@@ -604,16 +574,10 @@ def gumbel_softmax(
     """
     fn = "gumbel_softmax"
     logits_last, t, axis = _categorical_args(key, logits, temperature, axis, fn)
-    dtype = samplers.compute_dtype(logits_last.dtype)
-    z = logits_last.astype(dtype) + samplers.gumbel(key, logits_last.shape, dtype)
+    z, idx = _gumbel_max(key, logits_last)
+    y = _tempered_softmax(z, t)
     if hard:
-        # One reduction gives the sample and the softmax shift: z is read by
-        # this reduction and by the softmax, never by a separate argmax.
-        zmax, idx = _max_argmax(jax.lax.stop_gradient(z))
-        y = _tempered_softmax(z, t, zmax)
-        y = _st(jax.nn.one_hot(idx, z.shape[-1], dtype=dtype), y)
-    else:
-        y = _tempered_softmax(z, t)
+        y = _st(jax.nn.one_hot(idx, z.shape[-1], dtype=z.dtype), y)
     return jnp.moveaxis(y.astype(logits_last.dtype), -1, axis)
 
 
