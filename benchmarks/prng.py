@@ -34,7 +34,6 @@ the compiled program that read or write a full-size array ("passes").
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import time
@@ -42,6 +41,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import results
 
 import jaxgrad
 
@@ -246,16 +246,22 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=2, default=list(SHAPE))
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
     args = parser.parse_args()
+    if args.out:
+        results.check_out_file(parser, args.out)
     print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, load {os.getloadavg()}")
     rows = []
-    for impl in args.impls:
-        for row in measure(impl, args.rounds, tuple(args.shape)):
-            rows.append(row)
-            print(report(row))
+    try:
+        for impl in args.impls:
+            for row in measure(impl, args.rounds, tuple(args.shape)):
+                rows.append(row)
+                print(report(row))
+    except KeyboardInterrupt:
+        if args.out:  # keep the implementations that finished
+            results.write_json(args.out, {"partial": True, "rows": rows})
+        raise SystemExit(f"interrupted: {len(rows)} rows kept in {args.out or 'no file'}") from None
     print(f"load after: {os.getloadavg()}")
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(rows, fh, indent=1)
+        results.write_json(args.out, {"partial": False, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Writes every figure to ``--out`` (default ``results/bench.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -27,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import memory  # noqa: E402
 import prng  # noqa: E402
+import results as results_io  # noqa: E402
 import throughput  # noqa: E402
 import torch_reference  # noqa: E402
 
@@ -44,8 +44,22 @@ def main() -> None:
     parser.add_argument("--prng-rounds", type=int, default=15)
     parser.add_argument("--out", default=os.path.join("results", "bench.json"))
     args = parser.parse_args()
+    results_io.check_out_file(parser, args.out)
 
     results: dict = {"versions": cli.versions(), "throughput": [], "torch": [], "memory": []}
+    try:
+        _sections(args, results)
+    except KeyboardInterrupt:  # keep the sections that finished
+        results["partial"] = True
+        results_io.write_json(args.out, results)
+        raise SystemExit(f"interrupted: finished sections kept in {args.out}") from None
+    results["partial"] = False
+    results_io.write_json(args.out, results)
+    print(f"wrote {args.out}")
+
+
+def _sections(args: argparse.Namespace, results: dict) -> None:
+    """Runs the four measurements and the summary, appending to ``results``."""
     print("== 1. study throughput vs hand-written jit(vmap), same process ==")
     for name in throughput.ESTIMATORS:
         row = throughput.measure(name, args.num_keys, args.repeats)
@@ -106,10 +120,6 @@ def main() -> None:
                 f"{row['sampler']} {mode} under {row['impl']}: {row['paired_ratio']:.2f} of "
                 f"hand-written (ratio of medians {row['ratio']:.2f}; target <= {prng.TARGET})"
             )
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(results, fh, indent=1)
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
