@@ -32,6 +32,16 @@ or an accurate quadrature exists (elementwise), ``reparameterizable``, and
 ``support`` for the discrete specs. ``SPECS`` maps each name to its spec.
 Concrete parameters are validated (structure, dtypes, positivity, ``low <
 high``); traced ones cannot be, and invalid values there give NaN or inf.
+
+KL divergences: ``kl(p, p_params, q, q_params)`` (**joint**, a scalar) and
+``kl_elementwise`` (one value per factor) in closed form for every same-family
+pair that has one (normal, log_normal, multivariate_normal, bernoulli,
+categorical, exponential, gamma, beta, dirichlet, uniform, laplace; and
+exponential with gamma), dispatched on the pair of spec classes
+(``register_kl(p_cls, q_cls)`` adds a pair); any other pair raises
+``NotImplementedError``. ``kl_estimate(key, p, p_params, q, q_params, *,
+num_samples)`` is the Monte Carlo estimate for any pair, with an unbiased
+gradient (pathwise where ``p`` is reparameterizable, score function otherwise).
 """
 
 from jaxgrad._src.dists import MAX_SUPPORT_SIZE as MAX_SUPPORT_SIZE
@@ -59,11 +69,15 @@ from jaxgrad._src.dists import categorical as categorical
 from jaxgrad._src.dists import dirichlet as dirichlet
 from jaxgrad._src.dists import exponential as exponential
 from jaxgrad._src.dists import gamma as gamma
+from jaxgrad._src.dists import kl as kl
+from jaxgrad._src.dists import kl_elementwise as kl_elementwise
+from jaxgrad._src.dists import kl_estimate as kl_estimate
 from jaxgrad._src.dists import laplace as laplace
 from jaxgrad._src.dists import log_normal as log_normal
 from jaxgrad._src.dists import logistic as logistic
 from jaxgrad._src.dists import multivariate_normal as multivariate_normal
 from jaxgrad._src.dists import normal as normal
+from jaxgrad._src.dists import register_kl as register_kl
 from jaxgrad._src.dists import relaxed_bernoulli as relaxed_bernoulli
 from jaxgrad._src.dists import relaxed_one_hot_categorical as relaxed_one_hot_categorical
 from jaxgrad._src.dists import uniform as uniform
@@ -95,11 +109,15 @@ __all__ = [
     "dirichlet",
     "exponential",
     "gamma",
+    "kl",
+    "kl_elementwise",
+    "kl_estimate",
     "laplace",
     "log_normal",
     "logistic",
     "multivariate_normal",
     "normal",
+    "register_kl",
     "relaxed_bernoulli",
     "relaxed_one_hot_categorical",
     "uniform",

@@ -63,6 +63,10 @@ from jaxgrad._src.dists.implicit import beta as beta
 from jaxgrad._src.dists.implicit import dirichlet as dirichlet
 from jaxgrad._src.dists.implicit import gamma as gamma
 from jaxgrad._src.dists.implicit import von_mises as von_mises
+from jaxgrad._src.dists.kl import kl as kl
+from jaxgrad._src.dists.kl import kl_elementwise as kl_elementwise
+from jaxgrad._src.dists.kl import kl_estimate as kl_estimate
+from jaxgrad._src.dists.kl import register_kl as register_kl
 from jaxgrad._src.dists.relaxed import RelaxedBernoulli as RelaxedBernoulli
 from jaxgrad._src.dists.relaxed import RelaxedOneHotCategorical as RelaxedOneHotCategorical
 from jaxgrad._src.dists.relaxed import relaxed_bernoulli as relaxed_bernoulli
