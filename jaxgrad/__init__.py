@@ -16,6 +16,8 @@ Public API, by layer (data flows one way, top to bottom):
   ``rebar``, ``relax``, ``variance_loss``, ``indecater``, ``unordered_set``,
   ``magic_box``, ``ScoreFunctionAux`` (the aux of ``return_f_values=True``);
   the ``baselines`` module; the registry ``ESTIMATORS``;
+* Fisher information (``_src/fisher.py``): ``fisher_vector_product``,
+  ``empirical_fisher_vector_product``, ``natural_gradient``;
 * studies: the ``diagnostics`` module and the ``jaxgrad study`` command.
 """
 
@@ -38,6 +40,9 @@ from jaxgrad._src.estimators.score_function import ScoreFunctionAux as ScoreFunc
 from jaxgrad._src.estimators.score_function import rloo as rloo
 from jaxgrad._src.estimators.score_function import score_function as score_function
 from jaxgrad._src.estimators.unordered_set import unordered_set as unordered_set
+from jaxgrad._src.fisher import empirical_fisher_vector_product as empirical_fisher_vector_product
+from jaxgrad._src.fisher import fisher_vector_product as fisher_vector_product
+from jaxgrad._src.fisher import natural_gradient as natural_gradient
 from jaxgrad._src.relaxations import gumbel_rao as gumbel_rao
 from jaxgrad._src.relaxations import gumbel_softmax as gumbel_softmax
 from jaxgrad._src.relaxations import reinmax as reinmax
@@ -63,13 +68,16 @@ __all__ = [
     "diagnostics",
     "disarm",
     "dists",
+    "empirical_fisher_vector_product",
     "exact",
+    "fisher_vector_product",
     "gumbel",
     "gumbel_rao",
     "gumbel_softmax",
     "indecater",
     "magic_box",
     "measure_valued",
+    "natural_gradient",
     "normal",
     "pathwise",
     "rebar",
