@@ -323,9 +323,17 @@ def _ratio_term(t: Array) -> Array:
 
 
 def _weighted(w: Array, d: Array) -> Array:
-    """``w * d`` with ``0 * anything = 0`` where ``w == 0`` (also for gradients: double where)."""
+    """``w * d`` with ``0 * anything = 0`` where ``w == 0``, and ``d`` itself where it is inf.
+
+    Double ``where``: no ``0 * inf`` reaches the gradients either, so an
+    infinite factor (``p > 0 = q``) gives a zero gradient, not NaN, and leaves
+    the gradients of the other factors alone.
+    """
     pos = w > 0
-    return jnp.where(pos, w * jnp.where(pos, d, jnp.zeros_like(d)), jnp.zeros_like(w))
+    fin = pos & jnp.isfinite(d)
+    safe = jnp.where(fin, d, jnp.zeros_like(d))
+    other = jnp.where(pos, jax.lax.stop_gradient(d), jnp.zeros_like(d))
+    return jnp.where(fin, w * safe, other)
 
 
 def _abs_excess(v: Array) -> Array:
