@@ -42,10 +42,19 @@ exponential with gamma), dispatched on the pair of spec classes
 ``NotImplementedError``. ``kl_estimate(key, p, p_params, q, q_params, *,
 num_samples)`` is the Monte Carlo estimate for any pair, with an unbiased
 gradient (pathwise where ``p`` is reparameterizable, score function otherwise).
+
+Distributions from other libraries: ``from_distrax(make)`` and
+``from_tfp(make)`` wrap a function ``make(params)`` that returns a distrax or
+TFP-on-JAX distribution into a spec (an ``Adapter``) that every estimator
+accepts, with the same joint/elementwise reductions; ``reparameterizable`` is
+declared or inferred from example params, and ``support`` enumerates their
+Bernoulli and (one-hot) categorical families. Neither library is a dependency
+(``pip install 'jaxgrad[interop]'``).
 """
 
 from jaxgrad._src.dists import MAX_SUPPORT_SIZE as MAX_SUPPORT_SIZE
 from jaxgrad._src.dists import SPECS as SPECS
+from jaxgrad._src.dists import Adapter as Adapter
 from jaxgrad._src.dists import Bernoulli as Bernoulli
 from jaxgrad._src.dists import Beta as Beta
 from jaxgrad._src.dists import Categorical as Categorical
@@ -68,6 +77,8 @@ from jaxgrad._src.dists import beta as beta
 from jaxgrad._src.dists import categorical as categorical
 from jaxgrad._src.dists import dirichlet as dirichlet
 from jaxgrad._src.dists import exponential as exponential
+from jaxgrad._src.dists import from_distrax as from_distrax
+from jaxgrad._src.dists import from_tfp as from_tfp
 from jaxgrad._src.dists import gamma as gamma
 from jaxgrad._src.dists import kl as kl
 from jaxgrad._src.dists import kl_elementwise as kl_elementwise
@@ -86,6 +97,7 @@ from jaxgrad._src.dists import von_mises as von_mises
 __all__ = [
     "MAX_SUPPORT_SIZE",
     "SPECS",
+    "Adapter",
     "Bernoulli",
     "Beta",
     "Categorical",
@@ -108,6 +120,8 @@ __all__ = [
     "categorical",
     "dirichlet",
     "exponential",
+    "from_distrax",
+    "from_tfp",
     "gamma",
     "kl",
     "kl_elementwise",

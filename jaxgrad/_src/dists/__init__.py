@@ -32,8 +32,14 @@ invalid values there give NaN or inf, never an error.
 
 Any user object with ``sample`` and ``log_prob`` (and ``support`` for
 ``jaxgrad.exact``) is accepted wherever a spec is.
+
+``from_distrax(make)`` and ``from_tfp(make)`` (``adapters``) turn a function
+``make(params)`` building a distrax or TFP-on-JAX distribution into such a spec.
 """
 
+from jaxgrad._src.dists.adapters import Adapter as Adapter
+from jaxgrad._src.dists.adapters import from_distrax as from_distrax
+from jaxgrad._src.dists.adapters import from_tfp as from_tfp
 from jaxgrad._src.dists.base import MAX_SUPPORT_SIZE as MAX_SUPPORT_SIZE
 from jaxgrad._src.dists.base import Distribution as Distribution
 from jaxgrad._src.dists.base import Spec as Spec
