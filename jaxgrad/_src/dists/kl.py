@@ -43,7 +43,9 @@ Laplace term in :math:`\delta` uses a form whose autodiff second derivative
 is correct at :math:`\delta = 0` (where :math:`|\cdot|` has a kink); the
 discrete forms use ``log_sigmoid``/``log_softmax`` and mask zero-probability
 terms, so logits of :math:`\pm 10^4` (and :math:`\pm\infty`) stay finite, and
-the KL is :math:`+\infty` exactly where :math:`p > 0 = q`.
+the KL is :math:`+\infty` exactly where :math:`p > 0 = q`. (``uniform`` at
+:math:`p = q` sits on the edge of the region where its KL is finite: the
+gradient there is the finite one-sided one, not zero.)
 
 Any other pair (different families, relaxed specs, user objects with
 ``sample`` and ``log_prob``) raises ``NotImplementedError`` naming both; for
