@@ -32,9 +32,7 @@
 # %%
 import functools
 import os
-import pathlib
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +40,7 @@ import numpy as np
 import optax
 
 import jaxgrad
+import jaxgrad.data
 
 np.set_printoptions(precision=4, suppress=True)
 start = time.perf_counter()
@@ -49,13 +48,15 @@ start = time.perf_counter()
 # %% [markdown]
 # ## Data
 #
-# Binarized MNIST (28 x 28 binary images, stored as packed bits) is read from
-# `$JAXGRAD_DATA` (the `.npz` file, or a folder holding `binarized_mnist.npz`),
-# by default `../shared/data/binarized_mnist.npz` beside the repository. If it
-# is missing, the notebook says so loudly and falls back to a small synthetic
-# binary data set: noisy copies of a few random binary prototypes, which also
-# has low-dimensional binary structure for the latent code to find; none of the
-# numbers below are then MNIST numbers. We train on a subset of 2,000 images.
+# Binarized MNIST (28 x 28 binary images, stored as packed bits) is read by
+# `jaxgrad.data.binarized_mnist` from `$JAXGRAD_DATA` (the `.npz` file, or a
+# folder holding `binarized_mnist.npz`), by default
+# `../shared/data/binarized_mnist.npz` beside the repository. If it is missing,
+# the notebook says so loudly and falls back (`synthetic_fallback=True`) to a
+# small synthetic binary data set: noisy copies of a few random binary
+# prototypes, which also has low-dimensional binary structure for the latent
+# code to find; none of the numbers below are then MNIST numbers. We train on a
+# subset of 2,000 images.
 #
 # `JAXGRAD_NOTEBOOK_QUICK=1` (set by the test suite) runs the same notebook at a
 # reduced size: fewer steps and keys, so that the suite can execute it quickly.
@@ -67,29 +68,14 @@ NUM_TRAIN, BATCH, LATENT = 2000, 100, 32
 # estimator's study program is compiled once and reused (compiles dominate its time).
 QUICK_SIZES, FULL_SIZES = (120, 2000, 4000, 2000), (600, 500, 20_000, 10_000)
 STEPS, VAR_KEYS, REF_KEYS, BIAS_KEYS = QUICK_SIZES if QUICK else FULL_SIZES
-REPO = pathlib.Path(__file__).resolve().parents[1]
-DATA = pathlib.Path(os.environ.get("JAXGRAD_DATA") or REPO.parent / "shared" / "data")
-if DATA.is_dir():
-    DATA = DATA / "binarized_mnist.npz"
-
-if DATA.exists():
-    with np.load(DATA, allow_pickle=False) as d:
-        x_all = np.unpackbits(d["train"], axis=1)[:, :784]
+data = jaxgrad.data.binarized_mnist("train", synthetic_fallback=True, num_synthetic=NUM_TRAIN)
+if data.source == "mnist":
+    x_all = data.images
     x_train = x_all[np.random.default_rng(0).permutation(len(x_all))[:NUM_TRAIN]]
-    print(f"binarized MNIST from {DATA}: using {NUM_TRAIN} of {len(x_all)} images")
-else:
-    rng = np.random.default_rng(0)
-    prototypes = rng.random((10, 784)) < 0.3
-    flips = rng.random((NUM_TRAIN, 784)) < 0.05
-    x_train = prototypes[rng.integers(0, 10, NUM_TRAIN)] ^ flips
-    banner = "!" * 78
-    warnings.warn(
-        f"\n{banner}\nbinarized MNIST NOT FOUND at {DATA}.\nSet JAXGRAD_DATA to the .npz "
-        f"(or its folder). Falling back to {NUM_TRAIN} SYNTHETIC binary images: the numbers "
-        f"below are NOT MNIST numbers.\n{banner}",
-        stacklevel=1,
-    )
-    print(f"SYNTHETIC DATA: {DATA} not found; using {NUM_TRAIN} synthetic binary images")
+    print(f"binarized MNIST from {data.path}: using {NUM_TRAIN} of {len(x_all)} images")
+else:  # jaxgrad.data has warned on stderr; say it on stdout too
+    x_train = data.images
+    print(f"SYNTHETIC DATA: {data.path} not found; using {NUM_TRAIN} synthetic binary images")
 x_train = jnp.asarray(x_train, jnp.float32)
 print("data", x_train.shape, x_train.dtype, "pixel mean", float(x_train.mean()))
 

@@ -36,7 +36,10 @@ def test_notebook_runs(path, tmp_path):
     proc = _run(path, tmp_path, JAXGRAD_DATA=data)
     tail = f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     assert proc.returncode == 0, f"{path.name} failed:\n{tail}"
-    if path.stem == "binary_vae":
+    if path.stem == "gaussian_vae":  # its figures, in the working directory, named on stdout
+        for png in ("gaussian_vae_curves.png", "gaussian_vae_samples.png"):
+            assert (tmp_path / png).stat().st_size > 0 and f"saved {png}" in proc.stdout
+    if path.stem in ("binary_vae", "gaussian_vae"):
         if os.path.exists(data):  # the data is beside the clone: the notebook must have used it
             assert f"binarized MNIST from {data}" in proc.stdout, proc.stdout[-2000:]
             assert "SYNTHETIC" not in proc.stdout
