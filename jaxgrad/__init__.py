@@ -18,10 +18,12 @@ Public API, by layer (data flows one way, top to bottom):
   the ``baselines`` module; the registry ``ESTIMATORS``;
 * Fisher information (``_src/fisher.py``): ``fisher_vector_product``,
   ``empirical_fisher_vector_product``, ``natural_gradient``;
-* studies: the ``diagnostics`` module and the ``jaxgrad study`` command.
+* studies: the ``diagnostics`` module and the ``jaxgrad study`` command;
+* the shared binarized MNIST: the ``data`` module.
 """
 
 from jaxgrad import baselines as baselines
+from jaxgrad import data as data
 from jaxgrad import diagnostics as diagnostics
 from jaxgrad import dists as dists
 from jaxgrad._src.estimators.arm import arm as arm
@@ -65,6 +67,7 @@ __all__ = [
     "arm",
     "baselines",
     "categorical",
+    "data",
     "diagnostics",
     "disarm",
     "dists",

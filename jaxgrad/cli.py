@@ -11,7 +11,10 @@ pooled unbiased estimators where there is none, and writes ``study.csv``,
 It never loses work: ``--out`` is checked before anything runs; the files are
 written atomically and replace an earlier study in the folder all together;
 on Ctrl-C or an error the estimators that finished are written, marked
-partial, and the command exits non-zero with one line.
+partial, and the command exits non-zero with one line. Compiled programs go to
+JAX's persistent compilation cache (``--cache-dir``, by default
+``$JAXGRAD_CACHE_DIR`` or ``~/.cache/jaxgrad/xla``; ``--no-cache``), so a rerun
+loads them instead of compiling.
 
 Example::
 
@@ -37,7 +40,7 @@ from typing import Any, TextIO
 import jax
 
 from jaxgrad import diagnostics
-from jaxgrad._src import problems
+from jaxgrad._src import compile_cache, problems
 from jaxgrad._src.estimators.registry import ESTIMATORS
 from jaxgrad._src.study import _SKIPPABLE
 
@@ -143,8 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument(
         "--batch-size",
         type=int,
-        help="keys per vectorized chunk, rounded up to a multiple of 64 (a memory knob: the "
-        "statistics are bit-identical for any value)",
+        help="keys per vectorized chunk, rounded up to a power of two (a memory knob: the "
+        "statistics are bit-identical for any value; default: from a memory budget)",
     )
     study.add_argument("--num-samples", type=int, help="samples per estimate (default: registry)")
     study.add_argument(
@@ -166,6 +169,15 @@ def _parser() -> argparse.ArgumentParser:
         "--no-plot", action="store_true", help="skip the PNG (an earlier study.png is removed)"
     )
     study.add_argument("--quiet", action="store_true", help="no progress bar")
+    study.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="JAX's persistent compilation cache: a rerun loads the compiled programs from "
+        f"here (default ${compile_cache.ENV}, else ~/.cache/jaxgrad/xla)",
+    )
+    study.add_argument(
+        "--no-cache", action="store_true", help="compile everything afresh, store nothing"
+    )
     group = study.add_argument_group("problem options")
     for name, kwargs in _PROBLEM_OPTIONS.items():
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kwargs)
@@ -445,6 +457,30 @@ def _use_all_cpu_cores() -> None:
         pass
 
 
+def _use_cache(ns: argparse.Namespace) -> None:
+    """Turns on the persistent compilation cache unless ``--no-cache``.
+
+    An unusable ``--cache-dir`` is a user error; an unusable default folder
+    only turns the cache off, with a warning.
+    """
+    if ns.no_cache:
+        if ns.cache_dir is not None:
+            raise CLIError("--cache-dir and --no-cache contradict each other; pass one.")
+        return
+    path = ns.cache_dir or compile_cache.default_dir()
+    problem = compile_cache.check_dir(path)
+    if problem is None:
+        compile_cache.enable(path)
+    elif ns.cache_dir is not None:
+        raise CLIError(f"--cache-dir {path!r} is not a writable folder ({problem}).")
+    else:
+        print(
+            f"jaxgrad: warning: no compilation cache: cannot write to {path!r} ({problem}); "
+            f"set --cache-dir or ${compile_cache.ENV}, or pass --no-cache",
+            file=sys.stderr,
+        )
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
@@ -524,6 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             diagnostics.check_output_dir(out, "--out")
         except diagnostics.StudyOutputError as err:
             raise CLIError(str(err)) from None
+        _use_cache(ns)
         problem = _build_problem(ns)
         chosen, skipped, explicit = _select(ns, problem)
         _check_temperature(ns, chosen, problem.variable)
@@ -535,12 +572,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     plot = not ns.no_plot
     try:
-        study = run_study(ns, problem, chosen, skipped, explicit)
+        with compile_cache.CompileCounter() as counter:
+            study = run_study(ns, problem, chosen, skipped, explicit)
     except (Exception, KeyboardInterrupt) as err:
         status, line = _stopped(err, out, record, plot)
         print(line, file=sys.stderr)
         return status
     print(study.table())
+    if not ns.quiet:
+        print(f"compilation: {counter.summary()}", file=sys.stderr)
     paths = _write(study, out, record, plot)
     _report_paths(paths, plot, sys.stdout)
     if "fallback" in paths:

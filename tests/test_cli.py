@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -29,6 +30,10 @@ def _strict_json(path):
 
 
 def run(argv, capsys):
+    # In-process studies keep JAX's persistent cache off: the worker's later compiles must
+    # not go to disk (tests of the cache run the command in fresh processes).
+    if argv[:1] == ["study"] and "--cache-dir" not in argv and "--no-cache" not in argv:
+        argv = [*argv, "--no-cache"]
     rc = cli.main(argv)
     out, err = capsys.readouterr()
     return rc, out, err
@@ -290,8 +295,8 @@ def test_bad_out_is_refused_before_any_work(kind, message, tmp_path, capsys, mon
     assert (tmp_path / "file").read_text() == "keep me"
 
 
-def test_subprocess_error_has_no_traceback():
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+def test_subprocess_error_has_no_traceback(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXGRAD_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(
         [sys.executable, "-m", "jaxgrad", "study", "bernoulli-toy", "--estimators", "pathwise"],
         capture_output=True,
@@ -550,3 +555,70 @@ def test_the_cli_is_a_thin_face_over_diagnostics_study(tmp_path, capsys, monkeyp
     assert rc == 0 and len(calls) == 1 and calls[0]["name"] == "bernoulli-toy"
     assert cli.format_table is jaxgrad.diagnostics.format_table
     assert cli.Study is jaxgrad.diagnostics.Study
+
+
+def _study_process(tmp_path, *flags):
+    env = {k: v for k, v in os.environ.items() if k != "JAXGRAD_CACHE_DIR"}
+    env.update(JAX_PLATFORMS="cpu", HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    argv = [*TINY[:-1], "--estimators", "disarm", "--no-plot", "--out", str(tmp_path / "out")]
+    return subprocess.run(
+        [sys.executable, "-m", "jaxgrad", *argv, *flags],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+
+
+def _compilation_line(stderr):
+    (line,) = [x for x in stderr.splitlines() if x.startswith("compilation: ")]
+    return line
+
+
+def test_a_second_run_loads_every_program_from_the_compilation_cache(tmp_path):
+    """The persistent cache: the first run compiles and stores, the second compiles nothing.
+
+    The default folder is $XDG_CACHE_HOME/jaxgrad/xla; the counts come from JAX's
+    own monitoring events (jaxgrad._src.compile_cache.CompileCounter).
+    """
+    first = _study_process(tmp_path)
+    assert first.returncode == 0, first.stderr
+    line = _compilation_line(first.stderr)
+    built = int(re.match(r"compilation: (\d+) program\(s\) built", line).group(1))
+    assert built >= 1 and "loaded" not in line, line
+    folder = tmp_path / "xdg" / "jaxgrad" / "xla"
+    assert folder.is_dir() and any(folder.iterdir())
+
+    second = _study_process(tmp_path)
+    assert second.returncode == 0, second.stderr
+    line = _compilation_line(second.stderr)
+    assert f"{built} program(s) built" in line and f"{built} of them loaded" in line, line
+    assert first.stdout.splitlines()[:3] == second.stdout.splitlines()[:3]  # the same study
+
+
+def test_no_cache_and_unusable_cache_dirs(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    rc, _, err = run([*TINY, "--cache-dir", str(blocker / "sub"), "--out", str(tmp_path)], capsys)
+    assert rc == 2 and err.startswith("jaxgrad: error: --cache-dir ") and err.count("\n") == 1
+    assert "not a writable folder" in err
+    rc, _, err = run([*TINY, "--cache-dir", str(tmp_path), "--no-cache"], capsys)
+    assert rc == 2 and "contradict" in err and err.count("\n") == 1
+
+
+def test_an_unusable_default_cache_warns_and_the_study_runs(
+    tmp_path, capsys, monkeypatch, fake_stats
+):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(cli.compile_cache, "default_dir", lambda: str(blocker / "xla"))
+    enabled = []
+    monkeypatch.setattr(cli.compile_cache, "enable", enabled.append)
+    argv = [*TINY, "--estimators", "disarm", "--no-plot", "--out", str(tmp_path / "out")]
+    rc, _, err = run([*argv, "--cache-dir", str(tmp_path / "ok")], capsys)
+    assert rc == 0 and enabled == [str(tmp_path / "ok")]
+    rc = cli.main(argv)  # no flag: the default folder, which cannot be written
+    _, err = capsys.readouterr()
+    assert rc == 0 and enabled == [str(tmp_path / "ok")]
+    assert err.startswith("jaxgrad: warning: no compilation cache: cannot write to ")
+    assert "--no-cache" in err and err.count("\n") == 1

@@ -531,6 +531,28 @@ def test_study_argument_errors():
             dg.study(kwargs.pop("estimators"), f, p, **kwargs)
 
 
+# --- one compiled program --------------------------------------------------
+
+
+def test_grad_stats_is_one_program_for_every_host_step_and_nothing_new_on_a_rerun(key):
+    """A study compiles one program, whatever the number of host steps; a rerun compiles
+    and traces nothing (counted from JAX's monitoring events)."""
+    from jaxgrad._src.compile_cache import CompileCounter
+
+    est = jaxgrad.disarm(lambda b: jnp.sum((b - 0.45) ** 2))  # a fresh function: not yet compiled
+    p = jnp.array([0.1, -0.3, 0.6])
+    steps = []
+    with CompileCounter() as first:
+        s1 = dg.grad_stats(est, key, p, num_keys=2000, progress=lambda done, n: steps.append(done))
+    assert len(steps) >= 3 and steps[-1] == 2000  # several host steps ...
+    assert first.programs == 1, first  # ... of one compiled program
+    assert first.traces == 2, first  # the program, and the estimate sizing the chunks
+    with CompileCounter() as second:
+        s2 = dg.grad_stats(est, key, p, num_keys=2000)
+    assert (second.programs, second.traces) == (0, 0), second
+    np.testing.assert_array_equal(s1.variance, s2.variance)
+
+
 # --- statistics independent of the chunking --------------------------------
 
 
@@ -545,10 +567,10 @@ def test_grad_stats_bit_identical_for_any_batch_size_and_device_count(x64, key):
     params, t = logit(0.3), jnp.float32(0.45)
     exact = jnp.full((1,), 0.3 * 0.7 * 0.1)
     one = jax.devices()[:1]
-    n = 5003  # a multiple of neither the block (64), the chunk nor the device count
+    n = 5003  # a multiple of neither the chunk nor the device count
     context = contextlib.nullcontext() if x64 else jax.enable_x64(False)
     with context:
-        chunkings = [(16, None), (1000, one)]  # 64 keys a chunk on 8 devices; 1024 on 1
+        chunkings = [(16, None), (1000, one)]  # 16 keys a chunk on 8 devices; 1024 on 1
         if not x64:  # the CLI's mode: more chunkings
             chunkings += [(100, None), (None, one), (7, None)]
         runs = [
@@ -556,12 +578,13 @@ def test_grad_stats_bit_identical_for_any_batch_size_and_device_count(x64, key):
             for b, d in chunkings
         ]
     assert runs[0].num_devices == 8 and runs[1].num_devices == 1
-    assert {r.batch_size for r in runs} == ({64, 1024} if x64 else {64, 128, 1024, 5056})
+    # Widths are powers of two (chunks are aligned subtrees of the summation tree).
+    assert {r.batch_size for r in runs} == ({16, 1024} if x64 else {8, 16, 128, 1024})
     for r in runs[1:]:
         for field in ("mean", "variance", "stderr", "snr", "bias", "mse"):
             np.testing.assert_array_equal(r.flat(field), runs[0].flat(field), err_msg=field)
     # And accurate: against float64 statistics of the same estimates.
     g = np.asarray(dg.grad_samples(est, key, params, t, num_keys=n), np.float64)
-    rtol = 1e-12 if x64 else 1e-6  # float32 block sums of 16 keys on the device
+    rtol = 1e-12 if x64 else 1e-6  # float32 pairwise sums on the device: log2(N) roundings
     np.testing.assert_allclose(runs[0].flat("mean"), g.mean(0), rtol=rtol)
     np.testing.assert_allclose(runs[0].flat("variance"), g.var(0, ddof=1), rtol=1000 * rtol)

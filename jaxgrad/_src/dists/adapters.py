@@ -428,7 +428,7 @@ def from_distrax(
       >>> g_loc.shape
       (3,)
       >>> coins = jaxgrad.dists.from_distrax(
-      ...     lambda l: distrax.Bernoulli(logits=l, dtype=jnp.float32),
+      ...     lambda l: distrax.Bernoulli(logits=l, dtype=l.dtype),
       ...     example_params=jnp.zeros(2))
       >>> coins.reparameterizable
       False
