@@ -147,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         help="keys per vectorized chunk, rounded up to a power of two (a memory knob: the "
-        "statistics are bit-identical for any value; default: from a memory budget)",
+        "summation order is the same for any value; default: from a memory budget)",
     )
     study.add_argument("--num-samples", type=int, help="samples per estimate (default: registry)")
     study.add_argument(
@@ -178,6 +178,23 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument(
         "--no-cache", action="store_true", help="compile everything afresh, store nothing"
     )
+    dist = study.add_argument_group(
+        "several processes",
+        "Start the same command in every process: the keys are sharded over every device "
+        "of every process (jax.distributed.initialize), the figures are those of one "
+        "process with the same keys, and process 0 prints and writes them.",
+    )
+    dist.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join JAX's multi-process runtime (on a TPU pod slice, SLURM or Open MPI the "
+        "addresses are found automatically)",
+    )
+    dist.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="process 0's address (with --distributed)"
+    )
+    dist.add_argument("--num-processes", type=int, help="processes in all (with --distributed)")
+    dist.add_argument("--process-id", type=int, help="this process's index, from 0")
     group = study.add_argument_group("problem options")
     for name, kwargs in _PROBLEM_OPTIONS.items():
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kwargs)
@@ -316,6 +333,47 @@ def _check_args(ns: argparse.Namespace) -> None:
         raise CLIError(
             f"unknown problem {ns.problem!r}; choose one of {', '.join(problems.PROBLEMS)}."
         )
+
+
+def _check_distributed(ns: argparse.Namespace) -> None:
+    given = [
+        flag
+        for flag, value in (
+            ("--coordinator", ns.coordinator),
+            ("--num-processes", ns.num_processes),
+            ("--process-id", ns.process_id),
+        )
+        if value is not None
+    ]
+    if given and not ns.distributed:
+        raise CLIError(f"{given[0]} needs --distributed.")
+    _check_int(ns.num_processes, "--num-processes", 1)
+    _check_int(ns.process_id, "--process-id", 0)
+    if ns.num_processes is not None and ns.process_id is not None:
+        if ns.process_id >= ns.num_processes:
+            raise CLIError(
+                f"--process-id must be below --num-processes ({ns.num_processes}), "
+                f"got {ns.process_id}."
+            )
+    if ns.coordinator is not None and not re.fullmatch(r"\[?[\w.:-]+\]?:\d+", ns.coordinator):
+        raise CLIError(f"--coordinator must be HOST:PORT, got {ns.coordinator!r}.")
+
+
+def _join_processes(ns: argparse.Namespace) -> None:
+    """``jax.distributed.initialize`` with the given addresses (or JAX's auto-detection).
+
+    CPU processes talk through JAX's gloo collectives; accelerators through
+    their own. Must run before JAX starts its backends.
+    """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(
+            coordinator_address=ns.coordinator,
+            num_processes=ns.num_processes,
+            process_id=ns.process_id,
+        )
+    except (RuntimeError, ValueError) as err:
+        raise CLIError(f"--distributed: could not join the processes: {_first_line(err)}") from None
 
 
 def _check_temperature(ns: argparse.Namespace, chosen, variable: str) -> None:
@@ -555,9 +613,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             _list(sys.stdout)
             return 0
         _check_args(ns)
+        _check_distributed(ns)
         out = ns.out or os.path.join("results", ns.problem)
+        if ns.distributed:
+            _join_processes(ns)
+        lead = jax.process_index() == 0  # prints and writes; the others only compute
+        if not lead:
+            ns.quiet = True
         try:
-            diagnostics.check_output_dir(out, "--out")
+            if lead:
+                diagnostics.check_output_dir(out, "--out")
         except diagnostics.StudyOutputError as err:
             raise CLIError(str(err)) from None
         _use_cache(ns)
@@ -575,9 +640,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with compile_cache.CompileCounter() as counter:
             study = run_study(ns, problem, chosen, skipped, explicit)
     except (Exception, KeyboardInterrupt) as err:
+        if not lead:
+            print(f"jaxgrad: process {jax.process_index()}: {_first_line(err)}", file=sys.stderr)
+            return 130 if isinstance(err, KeyboardInterrupt) else 1
         status, line = _stopped(err, out, record, plot)
         print(line, file=sys.stderr)
         return status
+    if not lead:
+        return 0
     print(study.table())
     if not ns.quiet:
         print(f"compilation: {counter.summary()}", file=sys.stderr)

@@ -7,9 +7,12 @@ Estimates are drawn with ``vmap`` over keys in chunks of ``batch_size`` keys
 present, the chunks are spread over all of them with ``jax.shard_map``. The
 ``n``-th estimate always uses the key ``jax.random.fold_in(key, n)`` (for the
 default threefry implementation this equals ``jax.random.split(key, N)[n]``),
-so the numbers do not depend on the chunk size or on the number of devices;
-:func:`grad_stats` reduces them in a fixed order, so its statistics are
-bit-identical for any chunk size and device count too.
+so the numbers do not depend on the number of devices or processes (nor,
+up to XLA's code for each ``vmap`` width, on the chunk size);
+:func:`grad_stats` reduces them in one fixed order, so its statistics are
+bit-identical for any device and process count too. With several processes
+(``jax.distributed.initialize``) the keys are sharded over every device of
+every process and the sums are merged by the same collectives.
 
 :func:`study` compares several estimators on any model (registry names or your
 own estimators) and returns a :class:`Study`: a ranked table, CSV/JSON files

@@ -622,3 +622,17 @@ def test_an_unusable_default_cache_warns_and_the_study_runs(
     assert rc == 0 and enabled == [str(tmp_path / "ok")]
     assert err.startswith("jaxgrad: warning: no compilation cache: cannot write to ")
     assert "--no-cache" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--coordinator", "localhost:1234"], "--coordinator needs --distributed."),
+        (["--distributed", "--num-processes", "2", "--process-id", "2"], "--process-id must be"),
+        (["--distributed", "--num-processes", "0"], "--num-processes must be at least 1"),
+        (["--distributed", "--coordinator", "localhost"], "--coordinator must be HOST:PORT"),
+    ],
+)
+def test_distributed_flags_are_checked_before_joining(flags, message, tmp_path, capsys):
+    rc, _, err = run([*TINY, "--out", str(tmp_path), *flags], capsys)
+    assert rc == 2 and err.startswith(f"jaxgrad: error: {message}") and err.count("\n") == 1

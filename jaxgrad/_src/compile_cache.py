@@ -85,12 +85,13 @@ class CompileCounter:
     Example:
       >>> import jax, jax.numpy as jnp
       >>> f = jax.jit(lambda x: x * 2)
+      >>> x = jnp.arange(3.0)
       >>> with CompileCounter() as first:
-      ...     _ = f(jnp.ones(3))
+      ...     _ = f(x)
       >>> with CompileCounter() as second:
-      ...     _ = f(jnp.ones(3))
-      >>> first.programs, second.programs, second.traces
-      (1, 0, 0)
+      ...     _ = f(x)
+      >>> first.programs, first.traces, second.programs, second.traces
+      (1, 1, 0, 0)
     """
 
     traces: int = 0

@@ -5,9 +5,10 @@ Estimates are drawn with ``vmap`` over keys in chunks of ``batch_size`` keys
 present, the chunks are spread over all of them with ``jax.shard_map``. The
 ``n``-th estimate always uses the key ``jax.random.fold_in(key, n)`` (for the
 default threefry implementation this equals ``jax.random.split(key, N)[n]``),
-so the numbers do not depend on the chunk size or on the number of devices;
-:func:`grad_stats` reduces them in a fixed order, so its statistics are
-bit-identical for any chunk size and device count too.
+so the numbers do not depend on the number of devices or processes (nor,
+up to XLA's code for each ``vmap`` width, on the chunk size);
+:func:`grad_stats` reduces them in one fixed order, so its statistics are
+bit-identical for any device and process count too.
 
 Public through :mod:`jaxgrad.diagnostics`.
 """
@@ -325,16 +326,19 @@ def _pow2_floor(n: float) -> int:
     return 1 << max(1, int(max(n, 2)).bit_length() - 1)
 
 
-def _default_width(per_key: int, num_keys: int, num_devices: int, memory_budget: int) -> int:
-    """A power-of-two chunk width: within the memory budget, and a quarter of a device's keys.
+#: A default chunk holds at most this fraction of the keys (the zero-padded last
+#: chunk wastes less than it), whatever the device count: the default width depends
+#: on the estimator, ``num_keys`` and the memory budget only, so the figures are the
+#: same bits on any number of devices and processes.
+_MIN_CHUNKS = 32
 
-    At most a quarter of a device's share keeps the zero-padded last chunk
-    below a quarter of the work.
-    """
+
+def _default_width(per_key: int, num_keys: int, memory_budget: int) -> int:
+    """A power-of-two chunk width within the memory budget and a 32nd of the keys."""
     return min(
         _MAX_WIDTH,
         _pow2_floor(memory_budget / per_key),
-        _pow2_floor(num_keys / (4 * num_devices)),
+        _pow2_floor(num_keys / _MIN_CHUNKS),
     )
 
 
@@ -364,11 +368,13 @@ def grad_samples(
     per device however large ``num_keys`` is; the returned samples themselves
     take ``num_keys`` times the size of ``params``. With several devices the
     chunks are sharded over all of them (``jax.shard_map`` over a 1-D mesh).
-    The numbers do not depend on ``batch_size`` or on the number of devices:
-    with the same ``batch_size`` every chunk runs the same program on any
-    device; across chunk sizes this relies on XLA vectorizing the estimator
-    the same way for every width (it does on CPU for elementwise code; a
-    width-1 ``vmap`` compiles to scalar code, so chunks have at least 2 keys).
+    The numbers do not depend on the number of devices or processes: with
+    the same ``batch_size`` every chunk runs the same program on any device.
+    Across chunk sizes they are the same up to how XLA compiles the
+    estimator at each ``vmap`` width, which it does not promise to keep
+    bit-for-bit (on CPU, elementwise toy costs agree at every width; DisARM's
+    estimates differ by 4e-17 between widths 256 and 1024; a width-1
+    ``vmap`` compiles to scalar code, so chunks have at least 2 keys).
     For statistics of very many estimates without storing them, use
     :func:`grad_stats`.
 
@@ -554,9 +560,10 @@ def grad_stats(
     its device; the chunks of one round, one per device, are gathered and
     pushed in key order into a binary counter of partial sums (pairwise
     summation), replicated on every device. The same additions happen for
-    any ``batch_size`` and any number of devices, so the figures are
-    bit-identical across them (given that the per-key estimates are, see
-    :func:`grad_samples`), and the error of the sums grows like
+    any ``batch_size`` and any number of devices or processes, so the
+    figures are bit-identical across device and process counts (the default
+    width does not depend on them) and across ``batch_size`` whenever the
+    per-key estimates are (see :func:`grad_samples`), and the error of the sums grows like
     :math:`\log_2 N` roundings, not :math:`N`. Memory stays flat in
     ``num_keys``. The rounds run in host steps of about half a second each
     (``progress`` is called, and Ctrl-C noticed, between them), all by the
@@ -620,7 +627,7 @@ def grad_stats(
     args = tuple(args)
     if batch_size is None:
         per_key = _bytes_per_key(est, key, params, args)
-        width = _default_width(per_key, num_keys, d, memory_budget)
+        width = _default_width(per_key, num_keys, memory_budget)
     else:  # a power of two: chunks are aligned subtrees of the summation tree
         width = 1 << max(1, (batch_size - 1).bit_length())
     num_chunks = _ceil_div(num_keys, width)
