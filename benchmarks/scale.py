@@ -66,7 +66,8 @@ def measure_cache(study: list[str], tmp: str) -> dict:
     runs = []
     for i in range(2):
         t = time.perf_counter()
-        (err,) = _finish([_study([*study, "--cache-dir", cache, "--out", f"{tmp}/c{i}"], env)])
+        argv = [x for x in study if x != "--quiet"]  # keep the CLI's compilation line
+        (err,) = _finish([_study([*argv, "--cache-dir", cache, "--out", f"{tmp}/c{i}"], env)])
         line = next((x for x in err.splitlines() if x.startswith("compilation: ")), "")
         runs.append({"wall_s": time.perf_counter() - t, "compilation": line})
     return {"first": runs[0], "second": runs[1], "ratio": runs[1]["wall_s"] / runs[0]["wall_s"]}

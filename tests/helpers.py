@@ -49,6 +49,23 @@ def joint(est):
     return lambda key, pa: est(key, pa[0], pa[1])
 
 
+def grad_samples_of_many(ests, params, key, *, num_keys, batch_size):
+    """Gradient samples of several estimators from one compiled program.
+
+    ``ests`` and ``params`` are dicts with the same names; every estimator gets
+    its own key from each of the ``num_keys`` keys, and the result is a dict of
+    per-estimator samples, as ``grad_samples`` gives for one.
+    """
+    names = sorted(ests)
+
+    def est(k, ps):
+        keys = jax.random.split(k, len(names))
+        return sum(ests[n](keys[i], ps[n]) for i, n in enumerate(names))
+
+    ps = {n: params[n] for n in names}
+    return grad_samples(est, key, ps, num_keys=num_keys, batch_size=batch_size)
+
+
 def straight_through_bernoulli(f):
     """A biased reference ``est(key, (logits, a))``: forward the sample, backward its mean."""
     return lambda key, pa: f(jaxgrad.straight_through_bernoulli(key, pa[0]), pa[1])

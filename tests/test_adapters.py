@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import exact_grads
+from helpers import exact_grads, grad_samples_of_many
 
 import jaxgrad
-from jaxgrad.diagnostics import assert_unbiased, grad_samples
+from jaxgrad.diagnostics import assert_unbiased
 
 distrax = pytest.importorskip("distrax")
 tfp = pytest.importorskip("tensorflow_probability.substrates.jax")
@@ -354,15 +354,14 @@ NUM_KEYS = 8_000
 def study():
     """Gradient samples of every entry, ``NUM_KEYS`` each, from one compiled program."""
     entries = _entries()
-    names = sorted(entries)
-
-    def est(key, params):
-        keys = jax.random.split(key, len(names))
-        return sum(entries[n][0](keys[i], params[n]) for i, n in enumerate(names))
-
-    params = {n: entries[n][1] for n in names}
-    samples = grad_samples(est, jax.random.key(11), params, num_keys=NUM_KEYS, batch_size=1000)
-    return {n: (samples[n], entries[n][2]) for n in names}
+    samples = grad_samples_of_many(
+        {n: e[0] for n, e in entries.items()},
+        {n: e[1] for n, e in entries.items()},
+        jax.random.key(11),
+        num_keys=NUM_KEYS,
+        batch_size=1000,
+    )
+    return {n: (samples[n], e[2]) for n, e in entries.items()}
 
 
 STUDY = pytest.mark.xdist_group("adapters_study")

@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import joint, never_differentiated
+from helpers import grad_samples_of_many, joint, never_differentiated
 from scipy import stats
 
 import jaxgrad
-from jaxgrad.diagnostics import assert_unbiased, gaussian_exact_grad, grad_samples
+from jaxgrad.diagnostics import assert_unbiased, gaussian_exact_grad
 
 F32 = jnp.float32
 NORMAL = jaxgrad.dists.normal
@@ -119,15 +119,11 @@ def _params(broadcast):
 
 @functools.cache
 def study():
-    names = sorted(STUDY)
-    ests = {n: joint(build(STUDY[n][0], FUNCTIONS[STUDY[n][1]][0])) for n in names}
-
-    def est(key, params):
-        keys = jax.random.split(key, len(names))
-        return sum(ests[n](keys[i], params[n]) for i, n in enumerate(names))
-
-    params = {n: _params(STUDY[n][2]) for n in names}
-    return grad_samples(est, jax.random.key(31), params, num_keys=NUM_KEYS, batch_size=2_500)
+    ests = {n: joint(build(STUDY[n][0], FUNCTIONS[STUDY[n][1]][0])) for n in STUDY}
+    params = {n: _params(STUDY[n][2]) for n in STUDY}
+    return grad_samples_of_many(
+        ests, params, jax.random.key(31), num_keys=NUM_KEYS, batch_size=2_500
+    )
 
 
 def _exact(name):

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import never_differentiated
+from helpers import grad_samples_of_many, never_differentiated
 
 import jaxgrad
 from jaxgrad.diagnostics import assert_unbiased, gaussian_exact_grad, grad_samples
@@ -160,14 +160,13 @@ def _entries():
 def study():
     """Gradient samples of every entry, ``NUM_KEYS`` each, from one program."""
     entries = _entries()
-    names = sorted(entries)
-
-    def est(key, params):
-        keys = jax.random.split(key, len(names))
-        return sum(entries[n][0](keys[i], params[n]) for i, n in enumerate(names))
-
-    params = {n: entries[n][1] for n in names}
-    return grad_samples(est, jax.random.key(11), params, num_keys=NUM_KEYS, batch_size=2_500)
+    return grad_samples_of_many(
+        {n: e[0] for n, e in entries.items()},
+        {n: e[1] for n, e in entries.items()},
+        jax.random.key(11),
+        num_keys=NUM_KEYS,
+        batch_size=2_500,
+    )
 
 
 # Tests that read one cached study run on one xdist worker (``--dist loadgroup``), so
