@@ -10,6 +10,9 @@
 4. Gumbel-softmax and the binary Concrete under each PRNG implementation
    (threefry2x32, rbg, unsafe_rbg), forward and backward on [4096, 1024],
    against the textbook formula on the same key (target ratio <= 1.05).
+5. ``jaxgrad study`` twice against an empty compilation cache (wall time,
+   compile time per estimator, programs loaded) and as 2 ``--distributed``
+   processes against 1 (wall time, same bits), from ``scale.py``.
 
 Writes every figure to ``--out`` (default ``results/bench.json``).
 
@@ -21,12 +24,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import memory  # noqa: E402
 import prng  # noqa: E402
 import results as results_io  # noqa: E402
+import scale  # noqa: E402
 import throughput  # noqa: E402
 import torch_reference  # noqa: E402
 
@@ -42,6 +47,7 @@ def main() -> None:
         "--memory-keys", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 10_000_000]
     )
     parser.add_argument("--prng-rounds", type=int, default=15)
+    parser.add_argument("--scale-keys", type=int, default=100_000, help="keys of section 5")
     parser.add_argument("--out", default=os.path.join("results", "bench.json"))
     args = parser.parse_args()
     results_io.check_out_file(parser, args.out)
@@ -59,7 +65,7 @@ def main() -> None:
 
 
 def _sections(args: argparse.Namespace, results: dict) -> None:
-    """Runs the four measurements and the summary, appending to ``results``."""
+    """Runs the five measurements and the summary, appending to ``results``."""
     print("== 1. study throughput vs hand-written jit(vmap), same process ==")
     for name in throughput.ESTIMATORS:
         row = throughput.measure(name, args.num_keys, args.repeats)
@@ -99,6 +105,20 @@ def _sections(args: argparse.Namespace, results: dict) -> None:
             print(prng.report(row))
     print(f"load {os.getloadavg()}")
 
+    print("\n== 5. re-runs (persistent compilation cache) and 2 processes vs 1 ==")
+    with tempfile.TemporaryDirectory() as tmp:
+        study = ["bernoulli-toy", "--num-keys", str(args.scale_keys), "--no-plot", "--quiet"]
+        results["cache"] = c = scale.measure_cache(study, tmp)
+        print(f"first run {c['first']['wall_s']:.1f} s, second {c['second']['wall_s']:.1f} s")
+        print(f"  {c['first']['compilation']}\n  {c['second']['compilation']}")
+        for name, first in c["first"]["compile_s"].items():
+            print(f"  compile {name:24s} {first:6.2f} s -> {c['second']['compile_s'][name]:6.2f} s")
+        results["processes"] = p = scale.measure_processes(study, tmp, 1)
+        print(
+            f"1 process x 2 devices {p['one_process_s']:.1f} s, 2 processes x 1 "
+            f"{p['two_processes_s']:.1f} s, same bits: {p['bit_identical']}"
+        )
+
     print("\n== summary ==")
     for row in results["throughput"]:
         print(
@@ -113,6 +133,9 @@ def _sections(args: argparse.Namespace, results: dict) -> None:
             f"streamed peak RSS from {args.memory_keys[0]:.0e} to {args.memory_keys[-1]:.0e} "
             f"keys: {min(streamed):.0f} .. {max(streamed):.0f} MiB"
         )
+    c, p = results["cache"], results["processes"]
+    print(f"second run / first run with the compilation cache: {c['ratio']:.2f}")
+    print(f"2 processes / 1 process: {p['ratio']:.2f}, bit-identical: {p['bit_identical']}")
     for row in results["prng"]:
         if row["variant"] == "jaxgrad":
             mode = "hard" if row["hard"] else "soft"

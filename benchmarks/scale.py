@@ -69,7 +69,10 @@ def measure_cache(study: list[str], tmp: str) -> dict:
         argv = [x for x in study if x != "--quiet"]  # keep the CLI's compilation line
         (err,) = _finish([_study([*argv, "--cache-dir", cache, "--out", f"{tmp}/c{i}"], env)])
         line = next((x for x in err.splitlines() if x.startswith("compilation: ")), "")
-        runs.append({"wall_s": time.perf_counter() - t, "compilation": line})
+        with open(os.path.join(tmp, f"c{i}", "study.json")) as fh:
+            compile_s = {r["estimator"]: r["compile_time_s"] for r in json.load(fh)["results"]}
+        wall = time.perf_counter() - t
+        runs.append({"wall_s": wall, "compilation": line, "compile_s": compile_s})
     return {"first": runs[0], "second": runs[1], "ratio": runs[1]["wall_s"] / runs[0]["wall_s"]}
 
 
@@ -121,6 +124,10 @@ def main() -> None:
                 print(f"cache: first {c['first']['wall_s']:.1f} s, second "
                       f"{c['second']['wall_s']:.1f} s (ratio {c['ratio']:.2f})")
                 print(f"  {c['first']['compilation']}\n  {c['second']['compilation']}")
+                print("  compile time per estimator (first -> second run):")
+                for name, first in c["first"]["compile_s"].items():
+                    second = c["second"]["compile_s"][name]
+                    print(f"    {name:24s} {first:6.2f} s -> {second:6.2f} s")
             if "processes" not in args.skip:
                 out["processes"] = p = measure_processes(study, tmp, args.devices)
                 print(f"processes: 1 x {p['devices']} devices {p['one_process_s']:.1f} s, "
