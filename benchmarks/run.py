@@ -108,16 +108,10 @@ def _sections(args: argparse.Namespace, results: dict) -> None:
     print("\n== 5. re-runs (persistent compilation cache) and 2 processes vs 1 ==")
     with tempfile.TemporaryDirectory() as tmp:
         study = ["bernoulli-toy", "--num-keys", str(args.scale_keys), "--no-plot", "--quiet"]
-        results["cache"] = c = scale.measure_cache(study, tmp)
-        print(f"first run {c['first']['wall_s']:.1f} s, second {c['second']['wall_s']:.1f} s")
-        print(f"  {c['first']['compilation']}\n  {c['second']['compilation']}")
-        for name, first in c["first"]["compile_s"].items():
-            print(f"  compile {name:24s} {first:6.2f} s -> {c['second']['compile_s'][name]:6.2f} s")
-        results["processes"] = p = scale.measure_processes(study, tmp, 1)
-        print(
-            f"1 process x 2 devices {p['one_process_s']:.1f} s, 2 processes x 1 "
-            f"{p['two_processes_s']:.1f} s, same bits: {p['bit_identical']}"
-        )
+        results["cache"] = scale.measure_cache(study, tmp)
+        print(scale.report_cache(results["cache"]))
+        results["processes"] = scale.measure_processes(study, tmp, 1)
+        print(scale.report_processes(results["processes"]))
 
     print("\n== summary ==")
     for row in results["throughput"]:

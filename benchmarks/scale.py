@@ -104,6 +104,29 @@ def measure_processes(study: list[str], tmp: str, devices: int) -> dict:
     }
 
 
+def report_cache(c: dict) -> str:
+    """The cache measurement as lines: both runs, the CLI's lines, compile time per estimator."""
+    lines = [
+        f"cache: first {c['first']['wall_s']:.1f} s, second {c['second']['wall_s']:.1f} s "
+        f"(ratio {c['ratio']:.2f})",
+        f"  {c['first']['compilation']}",
+        f"  {c['second']['compilation']}",
+        "  compile time per estimator (first -> second run):",
+    ]
+    for name, first in c["first"]["compile_s"].items():
+        lines.append(f"    {name:24s} {first:6.2f} s -> {c['second']['compile_s'][name]:6.2f} s")
+    return "\n".join(lines)
+
+
+def report_processes(p: dict) -> str:
+    per = p["devices"] // 2
+    return (
+        f"processes: 1 x {p['devices']} devices {p['one_process_s']:.1f} s, 2 x {per} "
+        f"{p['two_processes_s']:.1f} s (ratio {p['ratio']:.2f}), "
+        f"bit-identical: {p['bit_identical']}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problem", default="bernoulli-toy")
@@ -120,19 +143,11 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             if "cache" not in args.skip:
-                out["cache"] = c = measure_cache(study, tmp)
-                print(f"cache: first {c['first']['wall_s']:.1f} s, second "
-                      f"{c['second']['wall_s']:.1f} s (ratio {c['ratio']:.2f})")
-                print(f"  {c['first']['compilation']}\n  {c['second']['compilation']}")
-                print("  compile time per estimator (first -> second run):")
-                for name, first in c["first"]["compile_s"].items():
-                    second = c["second"]["compile_s"][name]
-                    print(f"    {name:24s} {first:6.2f} s -> {second:6.2f} s")
+                out["cache"] = measure_cache(study, tmp)
+                print(report_cache(out["cache"]))
             if "processes" not in args.skip:
-                out["processes"] = p = measure_processes(study, tmp, args.devices)
-                print(f"processes: 1 x {p['devices']} devices {p['one_process_s']:.1f} s, "
-                      f"2 x {args.devices} {p['two_processes_s']:.1f} s (ratio {p['ratio']:.2f}), "
-                      f"bit-identical: {p['bit_identical']}")
+                out["processes"] = measure_processes(study, tmp, args.devices)
+                print(report_processes(out["processes"]))
         out["partial"] = False
     finally:  # an interrupted run keeps what it measured
         write_json(args.out, out)

@@ -180,10 +180,8 @@ def _fold(stack: np.ndarray, count: int) -> np.ndarray:
     return np.zeros_like(stack[0]) if total is None else total
 
 
-@functools.partial(jax.jit, static_argnames=("est", "num_keys", "width", "levels", "mesh"))
-def _moments_program(
-    key, params, args, state, first_round, rounds, *, est, num_keys, width, levels, mesh
-):
+@functools.partial(jax.jit, static_argnames=("est", "num_keys", "width", "mesh"))
+def _moments_program(key, params, args, state, first_round, rounds, *, est, num_keys, width, mesh):
     r"""``rounds`` rounds of one chunk per device, added to the sums about the first estimate.
 
     ``first_round`` and ``rounds`` are traced: one compiled program serves
@@ -652,7 +650,6 @@ def grad_stats(
         est=est,
         num_keys=num_keys,
         width=width,
-        levels=levels,
         mesh=mesh,
     )
     acc = _acc_dtype()
