@@ -112,3 +112,28 @@ def coins_problem(d):
     logits = jnp.asarray(np.linspace(-1.2, 1.5, d) if d > 1 else [0.7], jnp.float32)
     a = jnp.asarray(np.linspace(0.3, 1.1, d), jnp.float32)
     return logits, a
+
+
+def softplus_cosine(x, a):
+    """A cost that is neither quadratic nor polynomial: a softplus times a cosine of ``x . a``.
+
+    Works for any event shape (coins ``[D]`` or one-hots ``[D, K]``) and is smooth on
+    the relaxed domain, so estimators that differentiate ``f`` apply as well.
+    """
+    s = jnp.sum(x * a)
+    return jnp.logaddexp(0.0, 3.0 * s - 1.0) * jnp.cos(s) + jnp.exp(0.5 * jnp.sum(x * x * a))
+
+
+def coupled_categorical(x, a):
+    """A cost of one-hots ``[D, K]``: a product term and a non-linearity of the sum."""
+    s = jnp.sum(x * a)
+    return jnp.sin(2.0 * s) + s**2 + jnp.sum(x[0] * x[-1] * a[0])
+
+
+def categorical_problem():
+    """Logits ``[3, 4]`` (three variables of four classes) and the cost's argument ``a``."""
+    logits = jnp.asarray(
+        [[0.3, -0.8, 1.2, 0.1], [0.0, 0.5, -0.5, 0.2], [1.0, -1.0, 0.0, 0.4]], jnp.float32
+    )
+    a = jnp.asarray(np.linspace(-1.0, 1.0, 12).reshape(3, 4), jnp.float32)
+    return logits, a

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from helpers import (
     assert_unbiased_in_both,
+    categorical_problem,
+    coupled_categorical,
     exact_grads,
     joint,
     never_differentiated,
@@ -18,17 +20,8 @@ import jaxgrad
 from jaxgrad._src import samplers
 
 NUM_KEYS = 20_000
-W = jnp.asarray(np.linspace(-1.0, 1.0, 12).reshape(3, 4), jnp.float32)
-
-
-def f_nonlinear(x, a):
-    """Couples the variables: a product term and a non-linearity of the sum."""
-    s = jnp.sum(x * a)
-    return jnp.sin(2.0 * s) + s**2 + jnp.sum(x[0] * x[-1] * a[0])
-
-
-LOGITS = jnp.asarray([[0.3, -0.8, 1.2, 0.1], [0.0, 0.5, -0.5, 0.2], [1.0, -1.0, 0.0, 0.4]])
-LOGITS = LOGITS.astype(jnp.float32)
+f_nonlinear = coupled_categorical
+LOGITS, W = categorical_problem()
 _ONE = jaxgrad.indecater(f_nonlinear)
 _TWO = jaxgrad.indecater(f_nonlinear, num_samples=2)
 ESTIMATORS = {
