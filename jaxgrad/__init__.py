@@ -9,13 +9,17 @@ Public API, by layer (data flows one way, top to bottom):
 * relaxations and straight-through rules (``_src/relaxations.py``):
   ``gumbel_softmax``, ``relaxed_bernoulli``, ``straight_through_categorical``,
   ``straight_through_bernoulli``, ``gumbel_rao``, ``reinmax``,
+  ``gapped_straight_through``, ``decoupled_st_gumbel_softmax``,
   ``straight_through``, ``round_ste``, ``sign_ste``;
 * distribution specs: the ``dists`` module;
 * estimator transformations (``_src/estimators/``): ``score_function``,
-  ``rloo``, ``pathwise``, ``measure_valued``, ``exact``, ``arm``, ``disarm``,
-  ``rebar``, ``relax``, ``variance_loss``, ``indecater``, ``unordered_set``,
+  ``rloo``, ``pathwise``, ``measure_valued``, ``exact``, ``arm``, ``disarm``, ``arms``, ``ugc``,
+  ``rebar``, ``relax``, ``variance_loss``, ``indecater``, ``unordered_set``, ``double_cv``,
+  ``rodeo``,
   ``magic_box``, ``ScoreFunctionAux`` (the aux of ``return_f_values=True``);
   the ``baselines`` module; the registry ``ESTIMATORS``;
+* variational objectives (``_src/estimators/multi_sample.py``): ``elbo`` (with
+  STL), ``iwae_bound``, ``vimco``, ``dreg``, registered in ``OBJECTIVES``;
 * Fisher information (``_src/fisher.py``): ``fisher_vector_product``,
   ``empirical_fisher_vector_product``, ``natural_gradient``;
 * studies: the ``diagnostics`` module and the ``jaxgrad study`` command;
@@ -28,23 +32,35 @@ from jaxgrad import diagnostics as diagnostics
 from jaxgrad import dists as dists
 from jaxgrad._src.estimators.arm import arm as arm
 from jaxgrad._src.estimators.arm import disarm as disarm
+from jaxgrad._src.estimators.arms import arms as arms
 from jaxgrad._src.estimators.common import magic_box as magic_box
+from jaxgrad._src.estimators.double_cv import double_cv as double_cv
 from jaxgrad._src.estimators.exact import exact as exact
 from jaxgrad._src.estimators.indecater import indecater as indecater
 from jaxgrad._src.estimators.measure_valued import measure_valued as measure_valued
+from jaxgrad._src.estimators.multi_sample import dreg as dreg
+from jaxgrad._src.estimators.multi_sample import elbo as elbo
+from jaxgrad._src.estimators.multi_sample import iwae_bound as iwae_bound
+from jaxgrad._src.estimators.multi_sample import vimco as vimco
 from jaxgrad._src.estimators.pathwise import pathwise as pathwise
 from jaxgrad._src.estimators.rebar import rebar as rebar
 from jaxgrad._src.estimators.rebar import relax as relax
 from jaxgrad._src.estimators.rebar import variance_loss as variance_loss
 from jaxgrad._src.estimators.registry import ESTIMATORS as ESTIMATORS
+from jaxgrad._src.estimators.registry import OBJECTIVES as OBJECTIVES
 from jaxgrad._src.estimators.registry import EstimatorInfo as EstimatorInfo
+from jaxgrad._src.estimators.registry import ObjectiveInfo as ObjectiveInfo
+from jaxgrad._src.estimators.rodeo import rodeo as rodeo
 from jaxgrad._src.estimators.score_function import ScoreFunctionAux as ScoreFunctionAux
 from jaxgrad._src.estimators.score_function import rloo as rloo
 from jaxgrad._src.estimators.score_function import score_function as score_function
+from jaxgrad._src.estimators.ugc import ugc as ugc
 from jaxgrad._src.estimators.unordered_set import unordered_set as unordered_set
 from jaxgrad._src.fisher import empirical_fisher_vector_product as empirical_fisher_vector_product
 from jaxgrad._src.fisher import fisher_vector_product as fisher_vector_product
 from jaxgrad._src.fisher import natural_gradient as natural_gradient
+from jaxgrad._src.relaxations import decoupled_st_gumbel_softmax as decoupled_st_gumbel_softmax
+from jaxgrad._src.relaxations import gapped_straight_through as gapped_straight_through
 from jaxgrad._src.relaxations import gumbel_rao as gumbel_rao
 from jaxgrad._src.relaxations import gumbel_softmax as gumbel_softmax
 from jaxgrad._src.relaxations import reinmax as reinmax
@@ -63,21 +79,30 @@ __version__ = "0.1.0"
 __all__ = [
     "ESTIMATORS",
     "EstimatorInfo",
+    "OBJECTIVES",
+    "ObjectiveInfo",
     "ScoreFunctionAux",
     "arm",
+    "arms",
     "baselines",
     "categorical",
     "data",
+    "decoupled_st_gumbel_softmax",
     "diagnostics",
     "disarm",
     "dists",
+    "double_cv",
+    "dreg",
+    "elbo",
     "empirical_fisher_vector_product",
     "exact",
     "fisher_vector_product",
+    "gapped_straight_through",
     "gumbel",
     "gumbel_rao",
     "gumbel_softmax",
     "indecater",
+    "iwae_bound",
     "magic_box",
     "measure_valued",
     "natural_gradient",
@@ -88,12 +113,15 @@ __all__ = [
     "relax",
     "relaxed_bernoulli",
     "rloo",
+    "rodeo",
     "round_ste",
     "score_function",
     "sign_ste",
     "straight_through",
     "straight_through_bernoulli",
     "straight_through_categorical",
+    "ugc",
     "unordered_set",
     "variance_loss",
+    "vimco",
 ]

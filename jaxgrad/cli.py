@@ -41,7 +41,7 @@ import jax
 
 from jaxgrad import diagnostics
 from jaxgrad._src import compile_cache, problems
-from jaxgrad._src.estimators.registry import ESTIMATORS
+from jaxgrad._src.estimators.registry import ESTIMATORS, OBJECTIVES
 from jaxgrad._src.study import _SKIPPABLE
 
 #: Estimators needing more f-evaluations per estimate are left out of default studies.
@@ -475,6 +475,11 @@ def _list(stdout: TextIO) -> None:
     for name, e in ESTIMATORS.items():
         kind = ("unbiased" if e.unbiased else "biased") + (", black box" if e.black_box else "")
         print(f"  {name:<28} {', '.join(sorted(e.variables)):<32} {kind}", file=stdout)
+    print("variational objectives (gradients of a bound on log p(x)):", file=stdout)
+    for name, o in OBJECTIVES.items():
+        kind = ("unbiased" if o.unbiased else "biased") + f" for the {o.bound.upper()} bound"
+        kind += ", reparameterized q" if o.reparameterized else ", any q"
+        print(f"  {name:<28} {', '.join(sorted(o.variables)):<32} {kind}", file=stdout)
     devices = jax.devices()
     print(
         f"devices: {len(devices)} x {devices[0].platform} (a study shards over all of them)",

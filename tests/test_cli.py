@@ -336,7 +336,7 @@ def test_missing_matplotlib_still_writes_tables(tmp_path, capsys, monkeypatch):
 def test_list(capsys):
     rc, stdout, _ = run(["list"], capsys)
     assert rc == 0
-    for name in [*problems.PROBLEMS, *jaxgrad.ESTIMATORS]:
+    for name in [*problems.PROBLEMS, *jaxgrad.ESTIMATORS, *jaxgrad.OBJECTIVES]:
         assert name in stdout
 
 

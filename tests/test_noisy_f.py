@@ -108,10 +108,14 @@ UNBIASED = [
     ("measure-valued", "normal"),
     ("exact", "categorical"),
     ("arm", "bernoulli"),  # and disarm: the same antithetic body, only the weights differ
+    ("arms", "bernoulli"),
+    ("ugc", "bernoulli"),
     ("rebar", "bernoulli"),
-    ("relax", "bernoulli"),
+    ("relax", "categorical"),  # rebar and relax share one body: both variables covered
     ("indecater", "categorical"),
     ("unordered-set", "categorical"),
+    ("double-cv", "bernoulli"),
+    ("rodeo", "bernoulli"),
 ]
 
 

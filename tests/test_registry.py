@@ -41,6 +41,8 @@ def test_temperature_entries_are_the_relaxations_and_rebar_relax():
         "st-gumbel-softmax",
         "gumbel-rao",
         "reinmax",
+        "gapped-straight-through",
+        "decoupled-st-gumbel-softmax",
         "rebar",
         "relax",
     }

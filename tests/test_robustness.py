@@ -30,7 +30,7 @@ LOGITS = [
 ]
 MASK = np.isneginf(np.asarray(LOGITS))
 CATEGORICAL = {"gumbel_softmax", "gumbel_softmax_hard", "straight_through_categorical"}
-CATEGORICAL |= {"gumbel_rao", "reinmax"}
+CATEGORICAL |= {"gumbel_rao", "reinmax", "gapped_straight_through", "decoupled_st_gumbel_softmax"}
 
 FNS = {
     "gumbel_softmax": lambda k, l, t: jaxgrad.gumbel_softmax(k, l, temperature=t),
@@ -43,6 +43,10 @@ FNS = {
     "straight_through_bernoulli": lambda k, l, t: jaxgrad.straight_through_bernoulli(k, l),
     "gumbel_rao": lambda k, l, t: jaxgrad.gumbel_rao(k, l, temperature=t, num_samples=4),
     "reinmax": lambda k, l, t: jaxgrad.reinmax(k, l, temperature=t),
+    "gapped_straight_through": lambda k, l, t: jaxgrad.gapped_straight_through(k, l, temperature=t),
+    "decoupled_st_gumbel_softmax": lambda k, l, t: jaxgrad.decoupled_st_gumbel_softmax(
+        k, l, temperature=t, forward_temperature=0.5
+    ),
 }
 
 

@@ -3,7 +3,10 @@ r"""Relaxations and straight-through rules for discrete samples.
 Every function here returns a *sample* whose derivative, under ``jax.grad``
 inside any loss, is a named gradient estimator: the Concrete / Gumbel-softmax
 relaxation, straight-through (Bengio et al. 2013), straight-through
-Gumbel-softmax, Gumbel-Rao (Paulus et al. 2021) and ReinMax (Liu et al. 2023).
+Gumbel-softmax, Gumbel-Rao (Paulus et al. 2021), ReinMax (Liu et al. 2023),
+the gapped straight-through estimator (Fan et al. 2022) and straight-through
+Gumbel-softmax with decoupled forward and backward temperatures (Shah et al.
+2024).
 All of them are *biased* estimators of the gradient of ``E[f(sample)]``
 (relaxed samples are not discrete samples; straight-through rules replace a
 zero or undefined derivative by a surrogate's); the unbiased alternatives are
@@ -60,8 +63,9 @@ jaxgrad's own rules are explicit and do not depend on these:
   interval ``[-1, 1]`` (so 1 at 0 and at ``+-1``) and 0 outside (the
   saturating STE of Hubara et al. 2016).
 * Hard samples (``hard=True``, ``straight_through_*``, ``gumbel_rao``,
-  ``reinmax``) have the gradient of their surrogate only; the hard value
-  itself contributes nothing (``argmax`` and comparisons have derivative 0).
+  ``reinmax``, ``gapped_straight_through``, ``decoupled_st_gumbel_softmax``)
+  have the gradient of their surrogate only; the hard value itself
+  contributes nothing (``argmax`` and comparisons have derivative 0).
 
 References:
   Jang, Gu & Poole, *Categorical Reparameterization with Gumbel-Softmax*,
@@ -75,6 +79,10 @@ References:
   Gumbel-Softmax Gradient Estimator*, ICLR 2021. https://arxiv.org/abs/2010.04838
   Liu et al., *Bridging Discrete and Backpropagation: Straight-Through and
   Beyond*, NeurIPS 2023. https://arxiv.org/abs/2304.08612
+  Fan, Chi, Rudnicky & Ramadge, *Training Discrete Deep Generative Models via
+  Gapped Straight-Through Estimator*, ICML 2022. https://arxiv.org/abs/2206.07235
+  Shah, Yan, Mozer & Liu, *Improving Discrete Optimisation Via Decoupled
+  Straight-Through Gumbel-Softmax*, 2024. https://arxiv.org/abs/2410.13331
 """
 
 from __future__ import annotations
@@ -107,23 +115,33 @@ _TEMPERATURE_HINT = "Use a small positive value (e.g. 1e-3) for a nearly hard sa
 _NO_TEMPERATURE = object()
 
 
-def _temperature(temperature: Any, shape: tuple[int, ...], fn: str, axis: int | None) -> Array:
+def _temperature(
+    temperature: Any,
+    shape: tuple[int, ...],
+    fn: str,
+    axis: int | None,
+    *,
+    name: str = "temperature",
+    hint: str = _TEMPERATURE_HINT,
+) -> Array:
     """Validates ``temperature`` (positive when concrete, broadcastable) as an array.
 
     Returns it in its own dtype, broadcast and moved so that it lines up with
     logits whose category ``axis`` was moved last (``axis=None``: no move).
+    ``name`` and ``hint`` go into the error messages (other positive,
+    broadcastable arguments such as a forward temperature or a gap use it too).
     """
-    checks.check_positive(temperature, fn, "temperature", hint=_TEMPERATURE_HINT)
+    checks.check_positive(temperature, fn, name, hint=hint)
     t = jnp.asarray(temperature)
     if not (jnp.issubdtype(t.dtype, jnp.floating) or jnp.issubdtype(t.dtype, jnp.integer)):
-        raise TypeError(f"{fn}: temperature must be a positive real number, got dtype {t.dtype}.")
+        raise TypeError(f"{fn}: {name} must be a positive real number, got dtype {t.dtype}.")
     try:
         ok = jnp.broadcast_shapes(t.shape, shape) == tuple(shape)
     except ValueError:
         ok = False
     if not ok:
         raise ValueError(
-            f"{fn}: temperature of shape {t.shape} does not broadcast to logits of shape "
+            f"{fn}: {name} of shape {t.shape} does not broadcast to logits of shape "
             f"{tuple(shape)}; pass a scalar or an array broadcastable to logits "
             f"(keep a size-1 category axis, e.g. shape (B, 1) for logits (B, K))."
         )
@@ -918,3 +936,230 @@ def reinmax(
 
     surrogate = 2 * jvp_softmax(pi1) - 0.5 * jvp_softmax(pi0)
     return jnp.moveaxis(_st(hard, surrogate).astype(logits_last.dtype), -1, axis)
+
+
+# --------------------------------------------------------------------------- GST
+
+_GAP_HINT = "Use a positive gap (the authors' default is 1.0)."
+
+
+def _gapped_logits(z: Array, onehot: Array, gap: Array) -> Array:
+    r"""GST's deterministically perturbed logits ``m``, with derivative the identity in ``z``.
+
+    ``z``: logits (category axis last, finite or ``-inf``); ``onehot``: boolean,
+    marks the sampled class ``b``; ``gap``: ``kappa > 0`` lined up with ``z``.
+    The values are exactly
+
+    .. math::
+        m_b = \max_j z_j, \qquad m_i = \min\big(z_i,\ \max_j z_j - \kappa\big)\ (i \ne b),
+
+    and the derivative is that of ``z`` itself (the moves are held constant):
+    ``m = values + (d - stop_gradient(d))`` with ``d`` the logits whose
+    ``-inf`` entries are replaced by 0, so a masked entry stays ``-inf`` with
+    derivative 0 and no ``inf - inf`` is formed.
+    """
+    sg = jax.lax.stop_gradient
+    zs = sg(z)
+    top = jnp.max(zs, axis=-1, keepdims=True)
+    values = jnp.where(onehot, top, jnp.minimum(zs, top - gap))
+    d = _zero_masked(z)
+    return values + (d - sg(d))  # the bracket is exactly 0
+
+
+def gapped_straight_through(
+    key: ArrayLike,
+    logits: ArrayLike,
+    *,
+    temperature: ArrayLike = 1.0,
+    gap: ArrayLike = 1.0,
+    axis: int = -1,
+) -> Array:
+    r"""A one-hot sample whose gradient is the Gapped Straight-Through (GST) estimator.
+
+    .. math::
+        D = \mathrm{onehot}(b),\ b \sim \mathrm{softmax}(l), \qquad
+        \frac{\partial D}{\partial l}^{\!\top} c :=
+        \frac{\partial\, \mathrm{softmax}(m / \tau)}{\partial l}^{\!\top} c
+        = \frac{1}{\tau}\big(y \odot c - y \langle y, c\rangle\big),
+        \quad y = \mathrm{softmax}(m / \tau),
+
+    with the *deterministic* perturbed logits (Fan et al. 2022, Sec. 4)
+
+    .. math::
+        m = l + \bot(\delta), \qquad
+        m_b = \max_j l_j, \qquad
+        m_i = \min\big(l_i,\ \max_j l_j - \kappa\big) \quad (i \ne b),
+
+    where :math:`\bot` is the stop-gradient, so :math:`\partial m / \partial l`
+    is the identity: the sampled logit is moved up to the row maximum and every
+    other logit within :math:`\kappa` (``gap``) of the maximum is moved down to
+    :math:`\max_j l_j - \kappa`. The moves give :math:`m` the two properties the
+    paper identifies in the Gumbel perturbation :math:`l + G` of
+    straight-through Gumbel-softmax (given :math:`D`): *consistency*,
+    :math:`\arg\max_i m_i = b`, and the *strict gap*,
+    :math:`m_b - \max_{i \ne b} m_i \ge \kappa`. Unlike ST-GS the surrogate is
+    a function of :math:`(l, D)` alone, so the gradient has no noise beyond
+    that of :math:`D` (and unlike Gumbel-Rao, no resampling).
+
+    *Biased* as a gradient estimator of ``E[f(D)]``, as every straight-through
+    rule; requires a differentiable ``f``; one sample, one ``f`` evaluation,
+    a few elementwise passes. The gradient with respect to ``temperature`` is
+    that of the surrogate (the forward value does not depend on it); ``gap``
+    gets none. Built from stop-gradients, so forward mode, ``vmap`` and higher
+    derivatives (of the surrogate) work. The sample equals
+    ``one_hot(jaxgrad.categorical(key, logits, axis=axis))``. A ``-inf`` logit is
+    never sampled, its ``m`` is ``-inf`` and its gradient is 0. The gap holds
+    up to the rounding of :math:`\max_j l_j - \kappa` (exactly for a ``kappa``
+    not far below the logits' ulp).
+
+    The authors' code also offers a gap that adapts to the sampled class's
+    probability; only the constant gap (their experiments' ``gap=1.0``) is
+    implemented here.
+
+    Args:
+      key: a PRNG key.
+      logits: unnormalized log-probabilities, floating, finite or ``-inf``,
+        categories along ``axis``.
+      temperature: ``tau > 0`` of the surrogate softmax, scalar or
+        broadcastable to ``logits``; may be traced.
+      gap: ``kappa > 0``, scalar or broadcastable to ``logits`` (an entry
+        ``kappa_i`` bounds class ``i``); may be traced.
+      axis: the category axis (static).
+
+    Returns:
+      A one-hot array of the shape and dtype of ``logits``.
+
+    Raises:
+      TypeError: if ``logits`` is not floating, ``temperature`` or ``gap`` is
+        not a real number or ``key`` is not a key.
+      ValueError: if ``key`` is a batch of keys, ``axis`` is out of range, or
+        ``temperature`` or ``gap`` is concretely non-positive or does not
+        broadcast.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxgrad
+      >>> logits, w = jnp.array([0.5, 0.0, -jnp.inf]), jnp.array([1.0, 2.0, 3.0])
+      >>> f = lambda l: w @ jaxgrad.gapped_straight_through(jax.random.key(0), l)
+      >>> d = jaxgrad.gapped_straight_through(jax.random.key(0), logits)
+      >>> float(d.sum()), float(d[2])
+      (1.0, 0.0)
+      >>> g = jax.grad(f)(logits)
+      >>> bool(abs(g.sum()) < 1e-6), float(g[2])  # softmax gradients sum to 0; masked: 0
+      (True, 0.0)
+
+    References:
+      Fan, Chi, Rudnicky & Ramadge, *Training Discrete Deep Generative Models
+      via Gapped Straight-Through Estimator*, ICML 2022.
+      https://arxiv.org/abs/2206.07235
+    """
+    fn = "gapped_straight_through"
+    shape = jnp.shape(logits)
+    logits_last, t, axis = _categorical_args(key, logits, temperature, axis, fn)
+    kappa = _temperature(gap, shape, fn, axis, name="gap", hint=_GAP_HINT)
+    dtype = samplers.compute_dtype(logits_last.dtype)
+    _, idx = _gumbel_max(key, logits_last)
+    onehot = jax.nn.one_hot(idx, logits_last.shape[-1], dtype=jnp.bool_)
+    m = _gapped_logits(logits_last.astype(dtype), onehot, kappa.astype(dtype))
+    y = _st(onehot.astype(dtype), _tempered_softmax(m, t))
+    return jnp.moveaxis(y.astype(logits_last.dtype), -1, axis)
+
+
+# --------------------------------------------------------------------------- decoupled ST-GS
+
+
+def decoupled_st_gumbel_softmax(
+    key: ArrayLike,
+    logits: ArrayLike,
+    *,
+    temperature: ArrayLike = 1.0,
+    forward_temperature: ArrayLike = 1.0,
+    axis: int = -1,
+) -> Array:
+    r"""Straight-through Gumbel-softmax with separate forward and backward temperatures.
+
+    .. math::
+        D = \mathrm{onehot}\Big(\arg\max_i \big(l_i / \tau_f + G_i\big)\Big)
+          \sim \mathrm{softmax}(l / \tau_f), \qquad
+        \frac{\partial D}{\partial l} :=
+        \frac{\partial\, \mathrm{softmax}(l / \tau_b + G)}{\partial l}
+        = \frac{\mathrm{diag}(y) - y y^\top}{\tau_b},
+
+    with :math:`y = \mathrm{softmax}(l/\tau_b + G)` and the *same* Gumbel noise
+    :math:`G` in both passes. This is the Decoupled ST-GS of Shah et al.
+    (2024, Algorithm 1), which writes the Gumbel-softmax as
+    :math:`\mathrm{softmax}(l/\tau + G)`: the forward temperature
+    :math:`\tau_f` (``forward_temperature``) sets the law of the hard sample,
+    :math:`\mathrm{softmax}(l/\tau_f)` (its stochasticity, "exploration"), and
+    the backward temperature :math:`\tau_b` (``temperature``) only the
+    surrogate whose Jacobian is passed back. With :math:`\tau_f = 1` the
+    sample is an exact sample of ``softmax(l)`` and only the backward
+    temperature remains; with :math:`\tau_f \ne 1` the forward law itself is
+    tempered, so ``E[f(D)]`` is the expectation under ``softmax(l / tau_f)``.
+
+    Relation to :func:`gumbel_softmax` (``hard=True``), which uses
+    :math:`\mathrm{softmax}((l + G)/\tau)`, the noise scaled by :math:`1/\tau`:
+    at :math:`\tau_f = \tau_b = 1` the two are the same function, bit for bit
+    (value and gradient); at :math:`\tau_f = \tau_b = \tau` this is
+    ``gumbel_softmax(key, logits / tau, temperature=1, hard=True)`` (the
+    paper's single-temperature baseline), bit for bit in value. A forward
+    temperature in the :math:`(l + G)/\tau` form would not change the hard
+    sample at all (the argmax is invariant to the scale), which is why the
+    decoupling lives in its own function.
+
+    *Biased* as a gradient estimator of ``E[f(D)]`` (every straight-through
+    rule is); requires a differentiable ``f``; one sample, one ``f``
+    evaluation. The backward surrogate is computed as the shifted softmax of
+    ``(l + tau_b G) / tau_b`` (the same numbers, written so that a ``-inf``
+    logit gives value and gradient 0, also with respect to ``temperature``);
+    ``forward_temperature`` gets no gradient (it enters only the argmax). Both
+    temperatures may be traced: an annealing schedule under ``jit`` compiles
+    once. Built from stop-gradients, so forward mode, ``vmap`` and higher
+    derivatives (of the surrogate) work. The sample equals
+    ``one_hot(jaxgrad.categorical(key, logits / forward_temperature, axis=axis))``.
+
+    Args:
+      key: a PRNG key (typed or legacy ``uint32[2]``).
+      logits: unnormalized log-probabilities, floating, finite or ``-inf``,
+        categories along ``axis``.
+      temperature: the backward temperature ``tau_b > 0``, scalar or
+        broadcastable to ``logits``; may be traced.
+      forward_temperature: ``tau_f > 0`` of the sampled law
+        ``softmax(logits / tau_f)``, scalar or broadcastable to ``logits``;
+        may be traced. The default 1 samples ``softmax(logits)``.
+      axis: the category axis (static).
+
+    Returns:
+      A one-hot array of the shape and dtype of ``logits``.
+
+    Raises:
+      TypeError: if ``logits`` is not floating, a temperature is not a real
+        number or ``key`` is not a key.
+      ValueError: if ``key`` is a batch of keys, ``axis`` is out of range, or a
+        temperature is concretely non-positive or does not broadcast.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxgrad
+      >>> k, logits = jax.random.key(0), jnp.array([0.5, 0.0, -0.5])
+      >>> d = jaxgrad.decoupled_st_gumbel_softmax(k, logits, temperature=2.0)
+      >>> float(d.sum()), float(d.max())
+      (1.0, 1.0)
+      >>> st = jaxgrad.gumbel_softmax(k, logits, hard=True)  # tau_f = tau_b = 1
+      >>> bool(jnp.array_equal(jaxgrad.decoupled_st_gumbel_softmax(k, logits), st))
+      True
+
+    References:
+      Shah, Yan, Mozer & Liu, *Improving Discrete Optimisation Via Decoupled
+      Straight-Through Gumbel-Softmax*, 2024, Algorithm 1.
+      https://arxiv.org/abs/2410.13331
+    """
+    fn = "decoupled_st_gumbel_softmax"
+    shape = jnp.shape(logits)
+    logits_last, t_b, axis = _categorical_args(key, logits, temperature, axis, fn)
+    t_f = _temperature(forward_temperature, shape, fn, axis, name="forward_temperature")
+    dtype = samplers.compute_dtype(logits_last.dtype)
+    lc = logits_last.astype(dtype)
+    noise = samplers.gumbel(key, lc.shape, dtype)
+    idx = jnp.argmax(jax.lax.stop_gradient(lc / t_f.astype(dtype)) + noise, axis=-1)
+    y = _tempered_softmax(lc + t_b.astype(dtype) * noise, t_b)
+    y = _st(jax.nn.one_hot(idx, lc.shape[-1], dtype=dtype), y)
+    return jnp.moveaxis(y.astype(logits_last.dtype), -1, axis)

@@ -332,24 +332,29 @@ def _adam_scan(loss, init, keys, lr):
     return p, losses
 
 
-def _tuned_relax(f, params, args, *, temperature, num_samples, key, steps):
-    r"""RELAX with ``c(z) = eta f(sigmoid(z / lam)) + <phi, z>``, tuned by ``variance_loss``.
+def _tuned_relax(f, params, args, *, dist, temperature, num_samples, key, steps):
+    r"""RELAX with ``c(z) = eta f(relax(z / lam)) + <phi, z>``, tuned by ``variance_loss``.
 
     Starts from REBAR's control variate (``eta = 1, phi = 0``) and takes
     ``steps`` Adam steps on ``(eta, phi)``, each on the variance loss averaged
     over ``_RELAX_KEYS_PER_STEP`` keys independent of the study's keys, so the
     tuned estimator stays unbiased for them. Returns ``(est, record)``.
     """
+    from jaxgrad._src.dists import discrete
     from jaxgrad._src.estimators.rebar import relax, variance_loss
+
+    categorical = isinstance(dist, discrete.Categorical)
 
     def control_variate(z, cv, *a):
         eta, phi = cv
-        lam = jnp.asarray(temperature).astype(z.dtype)
+        scaled = z / jnp.asarray(temperature).astype(z.dtype)
+        relaxed = jax.nn.softmax(scaled, axis=-1) if categorical else jax.nn.sigmoid(scaled)
         # phi z with masked coins (z = +-inf) would be nan: their term is constant.
         linear = jnp.sum(jnp.where(jnp.isfinite(z), phi * z, 0))
-        return eta * f(jax.nn.sigmoid(z / lam), *a) + linear
+        return eta * f(relaxed, *a) + linear
 
-    est = relax(f, control_variate, num_samples=num_samples)
+    dist = discrete.categorical if categorical else discrete.bernoulli
+    est = relax(f, control_variate, dist=dist, num_samples=num_samples)
     loss = variance_loss(est)
     dtype = jnp.result_type(params)
     init = (jnp.ones((), dtype), jnp.zeros(jnp.shape(params), dtype))
@@ -501,7 +506,8 @@ def study(
     Registry entries are built with ``jaxgrad.ESTIMATORS[name].build``;
     ``temperature`` goes to every entry that has one. ``relax`` is special:
     with its untuned control variate it is REBAR, so the study first tunes
-    ``c(z) = eta f(sigmoid(z / temperature)) + <phi, z>`` for ``relax_steps``
+    ``c(z) = eta f(relax(z / temperature)) + <phi, z>`` (``relax`` the sigmoid for
+    coins, the softmax over the classes for categoricals) for ``relax_steps``
     Adam steps of :func:`jaxgrad.variance_loss` (16 keys a step, keys
     independent of the study's; ``relax_steps=0`` keeps the untuned one).
 
@@ -740,6 +746,7 @@ def _run_entry(
                 f,
                 params,
                 args,
+                dist=dist,
                 temperature=temp if temp is not None else 0.5,
                 num_samples=k,
                 key=_row_key(key, "relax/tuning"),

@@ -20,6 +20,23 @@ from jaxgrad._src.estimators import common
 Array = jax.Array
 
 
+def _antithetic_pairs(key: Any, logits: Array, num_samples: int) -> tuple[Array, ...]:
+    """``(l, u, b, b~)``: ``num_samples`` antithetic pairs for the coins ``logits``.
+
+    ``l`` is the stop-gradient logits and ``u ~ U(0, 1)`` the noise, both in the
+    compute dtype and of shape ``[num_samples, *logits.shape]`` (``l`` without
+    the leading axis); ``b = 1[u < sigma(l)]`` and ``b~ = 1[1 - u < sigma(l)]``
+    are in the dtype of ``logits``.
+    """
+    cdtype = samplers.compute_dtype(logits.dtype)
+    l = jax.lax.stop_gradient(logits).astype(cdtype)
+    u = samplers.uniform_open(key, (num_samples, *logits.shape), cdtype)
+    p = jax.nn.sigmoid(l)
+    b = (u < p).astype(logits.dtype)  # the sample
+    b_anti = (1.0 - u < p).astype(logits.dtype)  # its antithetic partner
+    return l, u, b, b_anti
+
+
 def _antithetic(
     fn: str, f: Callable[..., Array], num_samples: int, weight: Callable, f_takes_key: bool
 ) -> Callable:
@@ -31,11 +48,7 @@ def _antithetic(
         key, f_key = common.split_f_key(key, f_takes_key)
         cdtype = samplers.compute_dtype(logits.dtype)
         shape = logits.shape
-        l = jax.lax.stop_gradient(logits).astype(cdtype)
-        u = samplers.uniform_open(key, (num_samples, *shape), cdtype)
-        p = jax.nn.sigmoid(l)
-        b = (u < p).astype(logits.dtype)  # the sample
-        b_anti = (1.0 - u < p).astype(logits.dtype)  # its antithetic partner
+        l, u, b, b_anti = _antithetic_pairs(key, logits, num_samples)
         xs = jax.lax.stop_gradient(jnp.concatenate([b, b_anti], axis=0))
         values = fs(xs, *args, key=f_key)
         f_b = jax.lax.stop_gradient(values[:num_samples]).astype(cdtype)

@@ -103,6 +103,17 @@ def check_dist(dist: Any, fn: str, *, need_support: bool = False) -> None:
         )
 
 
+def check_reparameterizable(dist: Any, fn: str, alternatives: str) -> None:
+    """Raises ``ValueError`` unless ``dist.reparameterizable``; ``alternatives`` say what to use."""
+    if getattr(dist, "reparameterizable", False) is not True:
+        raise ValueError(
+            f"{fn}: dist must be reparameterizable (its sample differentiable in params, "
+            f"e.g. jaxgrad.dists.normal), but {getattr(dist, 'name', type(dist).__name__)!r} "
+            f"is not (dist.reparameterizable is not True). {alternatives}; a custom spec with "
+            f"a differentiable sample sets reparameterizable = True."
+        )
+
+
 def check_estimator(
     f: Any,
     num_samples: Any,

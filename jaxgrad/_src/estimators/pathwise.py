@@ -75,14 +75,12 @@ def pathwise(
     fn = "pathwise"
     common.check_f(f, fn)
     common.check_dist(dist, fn)
-    if getattr(dist, "reparameterizable", False) is not True:
-        raise ValueError(
-            f"pathwise: dist must be reparameterizable (its sample differentiable in params, "
-            f"e.g. jaxgrad.dists.normal), but {getattr(dist, 'name', type(dist).__name__)!r} "
-            f"is not (dist.reparameterizable is not True). For discrete variables use "
-            f"jaxgrad.score_function, jaxgrad.rloo or jaxgrad.disarm, or a relaxation; a "
-            f"custom spec with a differentiable sample sets reparameterizable = True."
-        )
+    common.check_reparameterizable(
+        dist,
+        fn,
+        "For discrete variables use jaxgrad.score_function, jaxgrad.rloo or jaxgrad.disarm, or a "
+        "relaxation",
+    )
     num_samples = checks.check_num_samples(num_samples, fn)
     fs = common.batch_f(f, fn, f_takes_key=f_takes_key)
 

@@ -73,7 +73,8 @@ class EstimatorInfo:
       reference: the paper.
       temperature: the default temperature of entries that have one (the
         relaxations, their straight-through versions, ReinMax, Gumbel-Rao,
-        and REBAR/RELAX's relaxed control variate ``f(sigmoid(z / lam))``);
+        and REBAR/RELAX's relaxed control variate ``f(sigmoid(z / lam))``, or
+        ``f(softmax(z / lam))`` for categoricals);
         ``None`` for entries without a temperature, whose :meth:`build`
         refuses one.
     """
@@ -247,27 +248,35 @@ _measure_valued = _lazy("measure_valued", "measure_valued")
 _exact = _lazy("exact", "exact", takes_dist=True, takes_num_samples=False)
 _arm = _lazy("arm", "arm")
 _disarm = _lazy("arm", "disarm")
-_rebar = _lazy("rebar", "rebar")
+_arms = _lazy("arms", "arms")
+_ugc = _lazy("ugc", "ugc")
+_rebar = _lazy("rebar", "rebar", takes_dist=True)
+_double_cv = _lazy("double_cv", "double_cv", takes_dist=True)
+_rodeo = _lazy("rodeo", "rodeo_untrained")
 
 
 def _relax(f, *, dist, num_samples, f_takes_key=False, temperature=0.5):
     """RELAX with the paper's control-variate family at its initial value.
 
-    ``c_phi(z) = f(sigmoid(z / temperature)) + <phi, z>`` with ``phi = 0``: the
-    relaxed cost plus a linear residual, untrained (a study measures the
-    estimator as a user would find it before tuning ``phi`` with
-    ``variance_loss``).
+    ``c_phi(z) = f(sigmoid(z / temperature)) + <phi, z>`` (Bernoulli; for
+    ``dist=categorical``, ``f(softmax(z / temperature)) + <phi, z>`` with the
+    softmax over the classes) with ``phi = 0``: the relaxed cost plus a linear
+    residual, untrained (a study measures the estimator as a user would find
+    it before tuning ``phi`` with ``variance_loss``).
     """
-    del dist
+    from jaxgrad._src.dists import discrete
     from jaxgrad._src.estimators.rebar import relax
+
+    categorical = isinstance(dist, discrete.Categorical)
 
     def control_variate(z, *rest):
         # rest = (key, phi, *args) with f_takes_key (the key goes to f), else (phi, *args).
         keys, (phi, *args) = (rest[:1], rest[1:]) if f_takes_key else ((), rest)
-        lam = jnp.asarray(temperature).astype(z.dtype)
-        return f(jax.nn.sigmoid(z / lam), *keys, *args) + jnp.sum(phi * z)
+        scaled = z / jnp.asarray(temperature).astype(z.dtype)
+        relaxed = jax.nn.softmax(scaled, axis=-1) if categorical else jax.nn.sigmoid(scaled)
+        return f(relaxed, *keys, *args) + jnp.sum(phi * z)
 
-    est = relax(f, control_variate, num_samples=num_samples, f_takes_key=f_takes_key)
+    est = relax(f, control_variate, dist=dist, num_samples=num_samples, f_takes_key=f_takes_key)
 
     def with_initial_phi(key, logits, *args):
         phi = jnp.zeros(jnp.shape(logits), jnp.result_type(logits))
@@ -395,9 +404,32 @@ _ENTRIES = (
         reference="Dong, Mnih & Tucker 2020, https://arxiv.org/abs/2006.10680",
     ),
     EstimatorInfo(
+        "arms",
+        _arms,
+        frozenset({BERNOULLI}),
+        unbiased=True,
+        black_box=True,
+        higher_order=False,
+        f_evals=lambda n, s, v: n,
+        # n = 2 is DisARM; 4 mutually antithetic samples show what the copula adds.
+        num_samples=4,
+        min_num_samples=2,
+        reference="Dimitriev & Zhou 2021, https://arxiv.org/abs/2105.14141",
+    ),
+    EstimatorInfo(
+        "ugc",
+        _ugc,
+        frozenset({BERNOULLI}),
+        unbiased=True,
+        black_box=True,
+        higher_order=False,
+        f_evals=lambda n, s, v: 3 * n,  # a DisARM pair and one flipped copy per draw
+        reference="Kunes et al. 2023 (AAAI), https://arxiv.org/abs/2208.06124",
+    ),
+    EstimatorInfo(
         "rebar",
         _rebar,
-        frozenset({BERNOULLI}),
+        _DISCRETE,
         unbiased=True,
         black_box=False,
         higher_order=False,
@@ -408,7 +440,7 @@ _ENTRIES = (
     EstimatorInfo(
         "relax",
         _relax,
-        frozenset({BERNOULLI}),
+        _DISCRETE,
         unbiased=True,
         black_box=False,
         higher_order=False,
@@ -437,6 +469,57 @@ _ENTRIES = (
         num_samples=2,
         min_num_samples=2,
         reference="Kool, van Hoof & Welling 2020, https://arxiv.org/abs/2002.06043",
+    ),
+    EstimatorInfo(
+        "double-cv",
+        _double_cv,
+        _DISCRETE,
+        unbiased=True,
+        black_box=False,  # differentiates f in x at the samples
+        higher_order=False,
+        # One evaluation of f per sample; its gradient in x (a backward pass) is not counted.
+        f_evals=lambda n, s, v: n,
+        num_samples=2,
+        min_num_samples=2,
+        reference="Titsias & Shi 2022, https://arxiv.org/abs/2111.05300",
+    ),
+    EstimatorInfo(
+        "gapped-straight-through",
+        _relaxation("gapped_straight_through"),
+        frozenset({CATEGORICAL}),
+        unbiased=False,
+        black_box=False,
+        higher_order=True,
+        f_evals=lambda n, s, v: n,
+        relaxation=True,
+        reference="Fan, Chi, Rudnicky & Ramadge 2022, https://arxiv.org/abs/2206.07235",
+        temperature=1.0,
+    ),
+    EstimatorInfo(
+        "decoupled-st-gumbel-softmax",
+        _relaxation("decoupled_st_gumbel_softmax", forward_temperature=1.0),
+        frozenset({CATEGORICAL}),
+        unbiased=False,
+        black_box=False,
+        higher_order=True,
+        f_evals=lambda n, s, v: n,
+        relaxation=True,
+        reference="Shah, Yan, Mozer & Liu 2024, https://arxiv.org/abs/2410.13331",
+        # The exact categorical forward (1.0) with ST-GS's default backward temperature.
+        temperature=0.5,
+    ),
+    EstimatorInfo(
+        "rodeo",
+        _rodeo,  # rodeo.linear_h at zero parameters (RLOO until tuned by variance_loss)
+        frozenset({BERNOULLI}),
+        unbiased=True,
+        black_box=True,
+        higher_order=False,
+        # K evaluations of f; the default h (no f inside) is evaluated K (D + 1) times.
+        f_evals=lambda n, s, v: n,
+        num_samples=2,
+        min_num_samples=2,
+        reference="Shi et al. 2022, https://arxiv.org/abs/2202.09497",
     ),
     EstimatorInfo(
         "straight-through",
@@ -541,3 +624,121 @@ ESTIMATORS: Mapping[str, EstimatorInfo] = {e.name: e for e in _ENTRIES}
 def applicable(variable: str) -> list[str]:
     """The names of the registered estimators that apply to ``variable``."""
     return [name for name, e in ESTIMATORS.items() if e.applies_to(variable)]
+
+
+# ------------------------------------------------------------------ variational objectives
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveInfo:
+    """Metadata of a variational objective and its gradient estimator (``jaxgrad.OBJECTIVES``).
+
+    These estimate the gradient of a bound on ``log p(x)``, not of ``E[f]``, so
+    they live beside :data:`ESTIMATORS` rather than in it. Each builds, from a
+    log-joint ``log_p(z, *args)``, ``est(key, params, *args)`` whose value is a
+    Monte Carlo estimate of the bound and whose gradient in ``params`` is the
+    estimator (``jaxgrad._src.estimators.multi_sample``).
+
+    Attributes:
+      name: the registry key.
+      builder: ``builder(log_p, *, dist, num_samples) -> est``; call :meth:`build`.
+      bound: ``"elbo"`` or ``"iwae"``, the objective whose gradient it estimates.
+      variables: the latent types it applies to.
+      unbiased: whether ``E[grad est]`` is the gradient of the bound.
+      reparameterized: whether it needs a reparameterizable ``q``.
+      higher_order: whether second derivatives work (else they raise).
+      num_samples: the default ``K``; ``min_num_samples`` the smallest.
+      reference: the paper.
+    """
+
+    name: str
+    builder: Builder
+    bound: str
+    variables: frozenset[str]
+    unbiased: bool
+    reparameterized: bool
+    higher_order: bool
+    num_samples: int = 1
+    min_num_samples: int = 1
+    reference: str = ""
+
+    def build(
+        self, log_p: Callable[..., Array], *, dist: Any, num_samples: int | None = None
+    ) -> Callable[..., Array]:
+        """``est(key, params, *args)`` for ``log_p(z, *args) = log p(x, z)``."""
+        k = self.num_samples if num_samples is None else num_samples
+        return self.builder(log_p, dist=dist, num_samples=k)
+
+    def cost(self, num_samples: int | None = None) -> int:
+        """Evaluations of ``log_p`` per estimate: ``K``."""
+        return self.num_samples if num_samples is None else int(num_samples)
+
+
+def _objective(name: str, **options: Any) -> Builder:
+    def build(log_p, *, dist, num_samples):
+        from jaxgrad._src.estimators import multi_sample
+
+        return getattr(multi_sample, name)(log_p, dist=dist, num_samples=num_samples, **options)
+
+    return build
+
+
+_OBJECTIVE_ENTRIES = (
+    ObjectiveInfo(
+        "elbo",
+        _objective("elbo"),
+        "elbo",
+        frozenset({NORMAL}),
+        unbiased=True,
+        reparameterized=True,
+        higher_order=True,
+        reference="Kingma & Welling 2014, https://arxiv.org/abs/1312.6114",
+    ),
+    ObjectiveInfo(
+        "elbo-stl",
+        _objective("elbo", stl=True),
+        "elbo",
+        frozenset({NORMAL}),
+        unbiased=True,
+        reparameterized=True,
+        higher_order=False,
+        reference="Roeder, Wu & Duvenaud 2017, https://arxiv.org/abs/1703.09194",
+    ),
+    ObjectiveInfo(
+        "iwae",
+        _objective("iwae_bound"),
+        "iwae",
+        frozenset({NORMAL}),
+        unbiased=True,
+        reparameterized=True,
+        higher_order=True,
+        num_samples=5,
+        reference="Burda, Grosse & Salakhutdinov 2016, https://arxiv.org/abs/1509.00519",
+    ),
+    ObjectiveInfo(
+        "dreg",
+        _objective("dreg"),
+        "iwae",
+        frozenset({NORMAL}),
+        unbiased=True,
+        reparameterized=True,
+        higher_order=False,
+        num_samples=5,
+        reference="Tucker, Lawson, Gu & Maddison 2019, https://arxiv.org/abs/1810.04152",
+    ),
+    ObjectiveInfo(
+        "vimco",
+        _objective("vimco"),
+        "iwae",
+        _ALL,
+        unbiased=True,
+        reparameterized=False,
+        higher_order=False,
+        num_samples=5,
+        min_num_samples=2,
+        reference="Mnih & Rezende 2016, https://arxiv.org/abs/1602.06725",
+    ),
+)
+
+#: name -> :class:`ObjectiveInfo`, for every variational objective.
+OBJECTIVES: Mapping[str, ObjectiveInfo] = {o.name: o for o in _OBJECTIVE_ENTRIES}
