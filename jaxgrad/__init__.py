@@ -13,7 +13,8 @@ Public API, by layer (data flows one way, top to bottom):
   ``straight_through``, ``round_ste``, ``sign_ste``;
 * distribution specs: the ``dists`` module;
 * estimator transformations (``_src/estimators/``): ``score_function``,
-  ``rloo``, ``pathwise``, ``measure_valued``, ``exact``, ``arm``, ``disarm``, ``arms``, ``ugc``,
+  ``rloo``, ``pathwise``, ``measure_valued``, ``exact``, ``arm``, ``disarm``,
+  ``categorical_disarm``, ``arms``, ``ugc``,
   ``rebar``, ``relax``, ``variance_loss``, ``indecater``, ``unordered_set``, ``double_cv``,
   ``rodeo``,
   ``magic_box``, ``ScoreFunctionAux`` (the aux of ``return_f_values=True``);
@@ -33,6 +34,7 @@ from jaxgrad import dists as dists
 from jaxgrad._src.estimators.arm import arm as arm
 from jaxgrad._src.estimators.arm import disarm as disarm
 from jaxgrad._src.estimators.arms import arms as arms
+from jaxgrad._src.estimators.categorical_disarm import categorical_disarm as categorical_disarm
 from jaxgrad._src.estimators.common import magic_box as magic_box
 from jaxgrad._src.estimators.double_cv import double_cv as double_cv
 from jaxgrad._src.estimators.exact import exact as exact
@@ -86,6 +88,7 @@ __all__ = [
     "arms",
     "baselines",
     "categorical",
+    "categorical_disarm",
     "data",
     "decoupled_st_gumbel_softmax",
     "diagnostics",

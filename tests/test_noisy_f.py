@@ -114,6 +114,7 @@ UNBIASED = [
     ("relax", "categorical"),  # rebar and relax share one body: both variables covered
     ("indecater", "categorical"),
     ("unordered-set", "categorical"),
+    ("categorical-disarm", "categorical"),
     ("double-cv", "bernoulli"),
     ("rodeo", "bernoulli"),
 ]

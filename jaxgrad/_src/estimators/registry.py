@@ -286,6 +286,7 @@ def _relax(f, *, dist, num_samples, f_takes_key=False, temperature=0.5):
 
 
 _indecater = _lazy("indecater", "indecater")
+_categorical_disarm = _lazy("categorical_disarm", "categorical_disarm")
 _unordered_set = _lazy("unordered_set", "unordered_set")
 
 
@@ -520,6 +521,18 @@ _ENTRIES = (
         num_samples=2,
         min_num_samples=2,
         reference="Shi et al. 2022, https://arxiv.org/abs/2202.09497",
+    ),
+    EstimatorInfo(
+        "categorical-disarm",
+        _categorical_disarm,
+        frozenset({CATEGORICAL}),
+        unbiased=True,
+        black_box=True,
+        higher_order=False,
+        f_evals=lambda n, s, v: n,
+        num_samples=2,
+        min_num_samples=2,
+        reference="Dong, Mnih & Tucker 2021, https://arxiv.org/abs/2106.08056",
     ),
     EstimatorInfo(
         "straight-through",
