@@ -128,7 +128,7 @@ def arms(
       >>> g_disarm = jax.grad(jaxgrad.disarm(f), argnums=1)(jax.random.clone(key), logits)
       >>> bool(jnp.allclose(g2, g_disarm))  # two antithetic samples: DisARM
       True
-      >>> jax.grad(jaxgrad.arms(f, num_samples=5), argnums=1)(key, logits).shape
+      >>> jax.grad(jaxgrad.arms(f, num_samples=5), argnums=1)(jax.random.key(1), logits).shape
       (2,)
 
     References:

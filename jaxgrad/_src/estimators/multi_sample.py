@@ -156,7 +156,8 @@ def iwae_bound(
     Example:
       >>> import jax, jax.numpy as jnp, jaxgrad
       >>> normal = jaxgrad.dists.normal
-      >>> log_p = lambda z, x: normal.log_prob((0.0, 1.0), z) + normal.log_prob((z, 1.0), x)
+      >>> one = lambda z: jnp.ones_like(z)  # unit scales in the dtype of z
+      >>> log_p = lambda z, x: normal.log_prob((0 * z, one(z)), z) + normal.log_prob((z, one(z)), x)
       >>> est = jaxgrad.iwae_bound(log_p, dist=normal, num_samples=1000)
       >>> bound = est(jax.random.key(0), (0.75, 0.7071), 1.5)  # q is the exact posterior
       >>> round(float(bound), 3), round(float(normal.log_prob((0.0, 2.0 ** 0.5), 1.5)), 3)
@@ -220,10 +221,11 @@ def elbo(
     Example:
       >>> import jax, jax.numpy as jnp, jaxgrad
       >>> normal = jaxgrad.dists.normal
-      >>> log_p = lambda z, x: normal.log_prob((0.0, 1.0), z) + normal.log_prob((z, 1.0), x)
+      >>> one = lambda z: jnp.ones_like(z)  # unit scales in the dtype of z
+      >>> log_p = lambda z, x: normal.log_prob((0 * z, one(z)), z) + normal.log_prob((z, one(z)), x)
       >>> posterior = (jnp.float32(0.75), jnp.float32(0.5) ** 0.5)
       >>> est = jaxgrad.elbo(log_p, dist=normal, stl=True)
-      >>> g = jax.grad(est, argnums=1)(jax.random.key(0), posterior, 1.5)
+      >>> g = jax.grad(est, argnums=1)(jax.random.key(0), posterior, jnp.float32(1.5))
       >>> [round(float(x), 4) + 0.0 for x in g]  # at the posterior, zero for every sample
       [0.0, 0.0]
 
@@ -297,10 +299,11 @@ def dreg(log_p: Callable[..., Array], *, dist: Any, num_samples: int) -> Callabl
     Example:
       >>> import jax, jax.numpy as jnp, jaxgrad
       >>> normal = jaxgrad.dists.normal
-      >>> log_p = lambda z, x: normal.log_prob((0.0, 1.0), z) + normal.log_prob((z, 1.0), x)
+      >>> one = lambda z: jnp.ones_like(z)  # unit scales in the dtype of z
+      >>> log_p = lambda z, x: normal.log_prob((0 * z, one(z)), z) + normal.log_prob((z, one(z)), x)
       >>> q = (jnp.float32(0.2), jnp.float32(1.0))
       >>> est = jaxgrad.dreg(log_p, dist=normal, num_samples=16)
-      >>> bound, g = jax.value_and_grad(est, argnums=1)(jax.random.key(0), q, 1.5)
+      >>> bound, g = jax.value_and_grad(est, argnums=1)(jax.random.key(0), q, jnp.float32(1.5))
       >>> bool(g[0] > 0), bool(g[1] < 0)  # toward the posterior N(0.75, 0.71)
       (True, True)
 
