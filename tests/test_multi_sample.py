@@ -134,18 +134,17 @@ def _joint(est):
     return lambda key, pt: est(key, pt[0], pt[1])
 
 
+def _variant(name, log_p, dist, k, *, path, coefficients):
+    """A bound whose params gradient is ``sum_k c_k d log w_k``, for chosen (biased) ``c``."""
+    lps = jaxgrad._src.estimators.common.batch_f(log_p, name)
+    return multi_sample._vjp_estimator(
+        name, lps, dist, k, path=path, coefficients=coefficients, value=multi_sample.logmeanexp
+    )
+
+
 def _biased_dreg(k):
     """IWAE-STL: DReG's path term with w~_k instead of w~_k^2; biased for K > 1."""
-    lps = jaxgrad._src.estimators.common.batch_f(log_p_gauss, "iwae-stl")
-    return multi_sample._vjp_estimator(
-        "iwae-stl",
-        lps,
-        NORMAL,
-        k,
-        path=True,
-        coefficients=jax.nn.softmax,
-        value=multi_sample.logmeanexp,
-    )
+    return _variant("iwae-stl", log_p_gauss, NORMAL, k, path=True, coefficients=jax.nn.softmax)
 
 
 def _biased_vimco(k):
@@ -155,16 +154,7 @@ def _biased_vimco(k):
         loo = multi_sample.leave_one_out_bounds(lw)
         return jax.nn.softmax(lw) - (multi_sample.logmeanexp(lw) - jnp.mean(loo))
 
-    lps = jaxgrad._src.estimators.common.batch_f(log_p_bern, "vimco-shared")
-    return multi_sample._vjp_estimator(
-        "vimco-shared",
-        lps,
-        BERN,
-        k,
-        path=False,
-        coefficients=coefficients,
-        value=multi_sample.logmeanexp,
-    )
+    return _variant("vimco-shared", log_p_bern, BERN, k, path=False, coefficients=coefficients)
 
 
 def _gauss_estimators():

@@ -330,8 +330,17 @@ def loo(f_values: Array) -> Array:
             f"loo: f_values must have shape [N] with N >= 2 (one value per sample), "
             f"got shape {f.shape}."
         )
-    n = f.shape[0]
-    return (jnp.sum(f) - f) / (n - 1)
+    return leave_one_out_mean(f)
+
+
+def leave_one_out_mean(v: Array) -> Array:
+    r"""``b_n = (sum_j v_j - v_n) / (N - 1)`` along the leading axis, gradients kept.
+
+    The arithmetic of :func:`loo` for any trailing shape, for estimators that
+    need the leave-one-out mean of something differentiable (a tuned control
+    variate) or of vectors; ``N >= 2`` is the caller's to check.
+    """
+    return (jnp.sum(v, axis=0) - v) / (v.shape[0] - 1)
 
 
 def optimal(f_values: Array, scores: Any) -> Any:

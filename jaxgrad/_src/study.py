@@ -341,17 +341,15 @@ def _tuned_relax(f, params, args, *, dist, temperature, num_samples, key, steps)
     tuned estimator stays unbiased for them. Returns ``(est, record)``.
     """
     from jaxgrad._src.dists import discrete
-    from jaxgrad._src.estimators.rebar import relax, variance_loss
+    from jaxgrad._src.estimators.rebar import relax, relaxation, variance_loss
 
     categorical = isinstance(dist, discrete.Categorical)
 
     def control_variate(z, cv, *a):
         eta, phi = cv
-        scaled = z / jnp.asarray(temperature).astype(z.dtype)
-        relaxed = jax.nn.softmax(scaled, axis=-1) if categorical else jax.nn.sigmoid(scaled)
         # phi z with masked coins (z = +-inf) would be nan: their term is constant.
         linear = jnp.sum(jnp.where(jnp.isfinite(z), phi * z, 0))
-        return eta * f(relaxed, *a) + linear
+        return eta * f(relaxation(z, temperature, categorical), *a) + linear
 
     dist = discrete.categorical if categorical else discrete.bernoulli
     est = relax(f, control_variate, dist=dist, num_samples=num_samples)

@@ -201,10 +201,7 @@ def categorical_disarm(
         x = jax.nn.one_hot(idx, num_classes, dtype=dtype).reshape(num_pairs, *shape)
         x_anti = jax.nn.one_hot(idx_anti, num_classes, dtype=dtype).reshape(num_pairs, *shape)
         values = fs(jax.lax.stop_gradient(jnp.concatenate([x, x_anti], axis=0)), *args, key=f_key)
-        value = jnp.mean(values)
-        # NaN in, NaN out: a variable with no possible class (all logits -inf) has no law.
-        impossible = jnp.any(jnp.all(l == -jnp.inf, axis=-1))
-        value = jnp.where(impossible, jnp.asarray(jnp.nan, value.dtype), value)
+        value = common.nan_without_law(jnp.mean(values), l)
 
         # Importance weight at the split m = min(z, z~); unused (zero gradient) when z = z~.
         if num_classes > 1:

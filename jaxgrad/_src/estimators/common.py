@@ -134,6 +134,23 @@ def check_estimator(
     return num_samples, batch_f(f, fn, f_takes_key=f_takes_key)
 
 
+def split_tuning_params(rest: tuple, fn: str, name: str, of: str) -> tuple[Any, tuple]:
+    """``(tuning_params, args)`` from the arguments after ``logits`` of a tunable estimator.
+
+    Tunable estimators are ``est(key, logits, name, *args)``, where ``name``
+    holds the parameters of the user's function ``of`` (RELAX's control
+    variate, RODEO's ``h``); a call without them raises a ``TypeError`` saying so.
+    """
+    if not rest:
+        user_fn = of.split("(")[0]
+        raise TypeError(
+            f"{fn}: the estimator is est(key, logits, {name}, *args) and was called "
+            f"without {name}, the parameters of {of}; "
+            f"pass them, e.g. est(key, logits, phi) (None if {user_fn} ignores them)."
+        )
+    return rest[0], rest[1:]
+
+
 def check_f_takes_key(f_takes_key: Any, fn: str) -> bool:
     """Returns ``f_takes_key`` after checking it is a static Python bool."""
     if not isinstance(f_takes_key, bool):
@@ -175,9 +192,7 @@ def check_logits(key: Any, logits: Any, fn: str, *, classes_last: bool = False) 
     return logits
 
 
-def batch_f(
-    f: Callable[..., Array], fn: str, *, f_takes_key: Any = False
-) -> Callable[..., Array]:
+def batch_f(f: Callable[..., Array], fn: str, *, f_takes_key: Any = False) -> Callable[..., Array]:
     r"""Returns ``fs(xs, *args, key=None)`` mapping the one-sample ``f`` over ``xs``' leading axis.
 
     The output of ``f`` is checked (statically, with ``jax.eval_shape``) to be a
@@ -365,6 +380,17 @@ def with_gradient(
     value = jnp.where(nan > 0, jnp.asarray(jnp.nan, value.dtype), value)
     gs = [jnp.where(nan > 0, jnp.asarray(jnp.nan, g.dtype), g) for g in gs]
     return _attach(fn)(value, ps, gs)
+
+
+def nan_without_law(value: Array, logits: Array) -> Array:
+    """``value``, or NaN where a categorical variable (logits ``[..., K]``) has every class masked.
+
+    NaN in, NaN out for categorical estimators: all-``-inf`` logits have no
+    distribution, so no estimate of its expectation is finite.
+    """
+    l = jax.lax.stop_gradient(logits)
+    impossible = jnp.any(jnp.all(jnp.isneginf(l), axis=-1))
+    return jnp.where(impossible, jnp.asarray(jnp.nan, value.dtype), value)
 
 
 def sample_n(dist: Any, key: Any, params: Any, num_samples: int) -> Any:

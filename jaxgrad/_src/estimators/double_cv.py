@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._src import checks, samplers, sharding
+from jaxgrad._src import baselines, checks, samplers, sharding
 from jaxgrad._src.estimators import common
 
 Array = jax.Array
@@ -224,12 +224,12 @@ def double_cv(
         centered = x - mu  # the score s(x_k) = grad_l log q(x_k), and x_k - mu
         f_c = jax.lax.stop_gradient(values).astype(cdtype)
         total_grad = jnp.sum(grads, axis=0)
-        c_loo = (total_grad - grads) / (k - 1)  # c_k, [K, *shape]
+        c_loo = baselines.leave_one_out_mean(grads)  # c_k, [K, *shape]
         axes = tuple(range(1, 1 + len(shape)))
         t = jnp.sum(c_loo * centered, axis=axes)  # c_k^T (x_k - mu), [K]
 
         def loo(v: Array) -> Array:  # v_k - mean_{j != k} v_j
-            return v - (jnp.sum(v, axis=0) - v) / (k - 1)
+            return v - baselines.leave_one_out_mean(v)
 
         expand = (k,) + (1,) * len(shape)
         signal = loo(f_c).reshape(expand) - a * loo(t).reshape(expand)  # [K, *shape]

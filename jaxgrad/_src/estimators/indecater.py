@@ -120,10 +120,7 @@ def indecater(
         pi = jax.nn.softmax(l, axis=-1)  # [D, K]
         live = pi > 0  # masked classes contribute nothing, even if f is not finite there
         weighted = jnp.where(live, pi.astype(values.dtype) * values, 0)
-        value = jnp.sum(weighted) / (num_samples * num_vars)
-        # NaN in, NaN out: a variable with no possible class (all logits -inf) has no law.
-        impossible = jnp.any(~jnp.any(live, axis=-1))
-        value = jnp.where(impossible, jnp.asarray(jnp.nan, value.dtype), value)
+        value = common.nan_without_law(jnp.sum(weighted) / (num_samples * num_vars), l)
 
         f_c = jnp.where(live, jax.lax.stop_gradient(values).astype(cdtype), 0.0)
         mean_f = jnp.sum(pi * f_c, axis=-1, keepdims=True)  # [N, D, 1]

@@ -34,7 +34,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._src import checks
+from jaxgrad._src import baselines, checks
 from jaxgrad._src.estimators import common
 
 Array = jax.Array
@@ -57,7 +57,7 @@ def leave_one_out_bounds(log_w: Array) -> Array:
     log space.
     """
     k = log_w.shape[0]
-    others = (jnp.sum(log_w) - log_w) / (k - 1)
+    others = baselines.leave_one_out_mean(log_w)
     rows = jnp.where(jnp.eye(k, dtype=bool), others[:, None], log_w[None, :])
     return jax.nn.logsumexp(rows, axis=1) - jnp.log(jnp.asarray(k, log_w.dtype))
 
@@ -76,6 +76,19 @@ def _log_weights(lps: Callable, dist: Any, zs: Any, q_params: Any, args: tuple) 
     log_q = jax.vmap(lambda z: dist.log_prob(q_params, z))(zs)
     dtype = jnp.promote_types(log_p.dtype, log_q.dtype)
     return log_p.astype(dtype) - log_q.astype(dtype)
+
+
+def _pathwise_estimator(
+    fn: str, lps: Callable, dist: Any, num_samples: int, value: Callable[[Array], Array]
+) -> Callable[..., Array]:
+    """``est`` whose value is ``value(log_w)`` at reparameterized samples: plain autodiff."""
+
+    def est(key: Any, params: Any, *args: Any) -> Array:
+        checks.check_key(key, fn)
+        zs = common.sample_n(dist, key, params, num_samples)
+        return value(_log_weights(lps, dist, zs, params, args))
+
+    return est
 
 
 def _vjp_estimator(
@@ -170,13 +183,7 @@ def iwae_bound(
     fn = "iwae_bound"
     k, lps = _prologue(log_p, dist, num_samples, fn, 1)
     common.check_reparameterizable(dist, fn, _REPARAMETERIZED)
-
-    def est(key: Any, params: Any, *args: Any) -> Array:
-        checks.check_key(key, fn)
-        zs = common.sample_n(dist, key, params, k)
-        return logmeanexp(_log_weights(lps, dist, zs, params, args))
-
-    return est
+    return _pathwise_estimator(fn, lps, dist, k, logmeanexp)
 
 
 def elbo(
@@ -242,18 +249,11 @@ def elbo(
             f"elbo: stl must be a static Python bool (True drops the score term), "
             f"got {type(stl).__name__}."
         )
-    if stl:
-        uniform = lambda log_w: jnp.full_like(log_w, 1.0 / k)
-        return _vjp_estimator(
-            fn, lps, dist, k, path=True, coefficients=uniform, value=lambda lw: jnp.mean(lw)
-        )
-
-    def est(key: Any, params: Any, *args: Any) -> Array:
-        checks.check_key(key, fn)
-        zs = common.sample_n(dist, key, params, k)
-        return jnp.mean(_log_weights(lps, dist, zs, params, args))
-
-    return est
+    mean = lambda log_w: jnp.mean(log_w)
+    if not stl:
+        return _pathwise_estimator(fn, lps, dist, k, mean)
+    uniform = lambda log_w: jnp.full_like(log_w, 1.0 / k)
+    return _vjp_estimator(fn, lps, dist, k, path=True, coefficients=uniform, value=mean)
 
 
 def _squared_normalized_weights(log_w: Array) -> Array:

@@ -100,6 +100,12 @@ def _masked_logits(logits: Array, cdtype: Any) -> Array:
     return jnp.where(jnp.isinf(l), jnp.sign(l) * masked_logit, l)
 
 
+def relaxation(z: Array, temperature: Any, categorical: bool) -> Array:
+    """REBAR's relaxed sample: ``sigmoid(z / temperature)``, or the softmax over the classes."""
+    scaled = z / jnp.asarray(temperature).astype(z.dtype)
+    return jax.nn.softmax(scaled, axis=-1) if categorical else jax.nn.sigmoid(scaled)
+
+
 def _check_dist(dist: Any, fn: str) -> bool:
     """Returns whether ``dist`` is the categorical spec; refuses anything but the two specs."""
     common.check_dist(dist, fn)
@@ -208,9 +214,8 @@ def _relaxed_estimator(
 
         g = jnp.mean(jax.vmap(one)(noise, v, b, f_b, cv_keys), axis=0)
         value = jnp.mean(f_b)
-        if categorical:  # NaN in, NaN out: a variable with every class masked has no law
-            impossible = jnp.any(jnp.all(jnp.isneginf(logits), axis=-1))
-            value = jnp.where(impossible, jnp.asarray(jnp.nan, value.dtype), value)
+        if categorical:
+            value = common.nan_without_law(value, logits)
         # g keeps its dependence on the tuning parameters (double backprop).
         return common.with_gradient(value, logits, g.astype(dtype), fn=fn, differentiable=True)
 
@@ -339,10 +344,8 @@ def rebar(
 
     def control_variate(z: Array, cv_key: Any, state: Any, args: tuple, dtype: Any) -> Array:
         del state
-        scaled = z / jnp.asarray(temperature).astype(z.dtype)
-        relaxed = jax.nn.softmax(scaled, axis=-1) if categorical else jax.nn.sigmoid(scaled)
         keys = () if cv_key is None else (cv_key,)
-        out = f(relaxed.astype(dtype), *keys, *args)
+        out = f(relaxation(z, temperature, categorical).astype(dtype), *keys, *args)
         _check_scalar_cv(out, fn, "f")
         return jnp.asarray(out).astype(z.dtype)
 
@@ -475,13 +478,9 @@ def relax(
     inner = _relaxed_estimator(fn, f, c, num_samples, f_takes_key, categorical=categorical)
 
     def est(key: Any, logits: Any, *cv_params_and_args: Any) -> Array:
-        if not cv_params_and_args:
-            raise TypeError(
-                f"{fn}: the estimator is est(key, logits, cv_params, *args) and was called "
-                f"without cv_params, the parameters of control_variate(z, cv_params, *args); "
-                f"pass them, e.g. est(key, logits, phi) (None if control_variate ignores them)."
-            )
-        return inner(key, logits, *cv_params_and_args)
+        of = "control_variate(z, cv_params, *args)"
+        cv_params, args = common.split_tuning_params(cv_params_and_args, fn, "cv_params", of)
+        return inner(key, logits, cv_params, *args)
 
     return est
 

@@ -265,16 +265,14 @@ def _relax(f, *, dist, num_samples, f_takes_key=False, temperature=0.5):
     it before tuning ``phi`` with ``variance_loss``).
     """
     from jaxgrad._src.dists import discrete
-    from jaxgrad._src.estimators.rebar import relax
+    from jaxgrad._src.estimators.rebar import relax, relaxation
 
     categorical = isinstance(dist, discrete.Categorical)
 
     def control_variate(z, *rest):
         # rest = (key, phi, *args) with f_takes_key (the key goes to f), else (phi, *args).
         keys, (phi, *args) = (rest[:1], rest[1:]) if f_takes_key else ((), rest)
-        scaled = z / jnp.asarray(temperature).astype(z.dtype)
-        relaxed = jax.nn.softmax(scaled, axis=-1) if categorical else jax.nn.sigmoid(scaled)
-        return f(relaxed, *keys, *args) + jnp.sum(phi * z)
+        return f(relaxation(z, temperature, categorical), *keys, *args) + jnp.sum(phi * z)
 
     est = relax(f, control_variate, dist=dist, num_samples=num_samples, f_takes_key=f_takes_key)
 

@@ -44,7 +44,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._src import samplers
+from jaxgrad._src import baselines, samplers
 from jaxgrad._src.estimators import common
 
 Array = jax.Array
@@ -203,13 +203,8 @@ def rodeo(
     k = num_samples
 
     def est(key: Any, logits: Any, *h_params_and_args: Any) -> Array:
-        if not h_params_and_args:
-            raise TypeError(
-                f"{_FN}: the estimator is est(key, logits, h_params, *args) and was called "
-                f"without h_params, the parameters of h(y, f_others, h_params, *args); pass "
-                f"them, e.g. est(key, logits, phi) (None if h ignores them)."
-            )
-        h_params, *args = h_params_and_args
+        of = "h(y, f_others, h_params, *args)"
+        h_params, args = common.split_tuning_params(h_params_and_args, _FN, "h_params", of)
         logits = common.check_logits(key, logits, _FN)
         key, f_key = common.split_f_key(key, f_takes_key)
         dtype, shape = logits.dtype, logits.shape
@@ -221,7 +216,7 @@ def rodeo(
         x = (u < p).astype(cdtype)  # [K, D]
         values = fs(x.reshape(k, *shape).astype(dtype), *args, key=f_key)
         fv = jax.lax.stop_gradient(values).astype(cdtype)
-        f_others = (jnp.sum(fv) - fv) / (k - 1)  # [K]
+        f_others = baselines.leave_one_out_mean(fv)  # [K]
         # score s = x - p, and the Gibbs weights w = q_d(1 - x_d) = |s|, without 1 - p.
         s = jnp.where(x > 0.5, jax.nn.sigmoid(-l), -p)
         w = jnp.abs(s)
@@ -243,7 +238,7 @@ def rodeo(
         spread = jnp.sum(w * (h1[:, 1:] - h1[:, :1]), axis=1, keepdims=True)
         a_h1 = s * (spread - h1[:, 1:]) / d  # (A H_k)(x_k), [K, D]
         shifted = fv + a_h0
-        baseline = (jnp.sum(shifted) - shifted) / (k - 1)
+        baseline = baselines.leave_one_out_mean(shifted)
         g = jnp.mean((fv - baseline)[:, None] * s + a_h1, axis=0).reshape(shape)
         # g keeps its dependence on h_params (double backprop for variance_loss).
         return common.with_gradient(
