@@ -122,6 +122,7 @@ def _equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.bitwise
 def test_grad_samples_identical_for_any_chunking_and_devices(key):
     assert jax.device_count() == 8  # the conftest forces 8 CPU devices
     params = (jnp.array([0.5, -1.0], jnp.float32), jnp.array([1.0, 2.0], jnp.float32))
@@ -146,6 +147,7 @@ def test_grad_samples_legacy_key_and_registry_estimator():
     _equal(a, _reference_samples(est, key, *args, num_keys=333, batch_size=16))
 
 
+@pytest.mark.bitwise
 def test_grad_stats_sharded_equals_single_device_and_matches_samples(key):
     params = (jnp.array([0.5, -1.0], jnp.float32), jnp.array([1.0, 2.0], jnp.float32))
     n = 20_011

@@ -163,6 +163,7 @@ def _ugc_by_hand(u, j, logits, a):
     return value, g, g_a, s
 
 
+@pytest.mark.bitwise
 def test_formula_on_fixed_noise(key):
     logits, a = _problem(5)  # logits (-3.6, -1.575, 0.45, 2.475, 4.5): S = {0, 3, 4}
     seen = set()
