@@ -58,10 +58,14 @@ def rng():
 
 def _deselect_bitwise(config, items):
     """Deselects the ``bitwise`` tests under the classic emitters (see the top of this file)."""
-    bitwise = [item for item in items if item.get_closest_marker("bitwise")]
-    if CLASSIC_EMITTERS and bitwise:
+    if not CLASSIC_EMITTERS:
+        return
+    keep, bitwise = [], []
+    for item in items:
+        (bitwise if item.get_closest_marker("bitwise") else keep).append(item)
+    if bitwise:
         config.hook.pytest_deselected(items=bitwise)
-        items[:] = [item for item in items if not item.get_closest_marker("bitwise")]
+        items[:] = keep
 
 
 @pytest.hookimpl(trylast=True)

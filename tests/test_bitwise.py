@@ -2,11 +2,12 @@
 
 Some properties are bit-identity across differently shaped programs: ``grad_samples``
 and ``grad_stats`` give the same floats for any chunking and device count, UGC's
-interior coordinates are DisARM's. They hold with XLA's default (MLIR fusion)
-emitters, which users run. The suite compiles with the classic emitters to halve its
-compile time (tests/conftest.py), and those round a vectorized loop and its scalar
-remainder differently, so conftest deselects the ``bitwise`` tests in-process and
-this test runs them in a fresh interpreter with ``JAXGRAD_TEST_FUSION_EMITTERS=1``.
+interior coordinates are DisARM's, ARMS with two samples is DisARM to 1e-7. They
+hold with XLA's default (MLIR fusion) emitters, which users run. The suite compiles
+with the classic emitters to halve its compile time (tests/conftest.py), and those
+round a vectorized loop and its scalar remainder differently, so conftest deselects
+the ``bitwise`` tests in-process and this test runs them in a fresh interpreter with
+``JAXGRAD_TEST_FUSION_EMITTERS=1``.
 """
 
 import os
