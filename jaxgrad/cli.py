@@ -157,11 +157,12 @@ def _parser() -> argparse.ArgumentParser:
         "relaxations, Gumbel-Rao, ReinMax, REBAR/RELAX); default: each one's own",
     )
     study.add_argument(
-        "--relax-steps",
+        "--tune-steps",
         type=int,
-        default=diagnostics.RELAX_TUNING_STEPS,
-        help="variance_loss steps that tune RELAX's control variate before the study "
-        f"(default {diagnostics.RELAX_TUNING_STEPS}; 0: untuned, which is REBAR)",
+        default=diagnostics.TUNING_STEPS,
+        help="variance_loss steps that tune RELAX's control variate, RODEO's h and double "
+        f"CV's alpha before the study (default {diagnostics.TUNING_STEPS}; 0: untuned, "
+        "which makes RELAX REBAR and RODEO RLOO)",
     )
     study.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     study.add_argument("--out", metavar="DIR", help="output folder (default results/PROBLEM)")
@@ -326,7 +327,7 @@ def _check_args(ns: argparse.Namespace) -> None:
         raise CLIError(f"--num-keys must be below 2**32, got {ns.num_keys}.")
     _check_int(ns.batch_size, "--batch-size", 1)
     _check_int(ns.num_samples, "--num-samples", 1)
-    _check_int(ns.relax_steps, "--relax-steps", 0)
+    _check_int(ns.tune_steps, "--tune-steps", 0)
     if not -(2**63) <= ns.seed < 2**63:
         raise CLIError(f"--seed must fit in 64 bits (|seed| < 2**63), got {ns.seed}.")
     if ns.problem not in problems.PROBLEMS:
@@ -429,7 +430,7 @@ def run_study(
             temperature=ns.temperature,
             key=ns.seed,
             batch_size=ns.batch_size,
-            relax_steps=ns.relax_steps,
+            tune_steps=ns.tune_steps,
             on_error="raise" if explicit else "skip",
             name=problem.name,
             description=problem.description,

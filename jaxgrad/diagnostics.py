@@ -31,7 +31,7 @@ What it offers:
   :class:`StudyResult`, :class:`Reference`, :func:`pooled_reference`,
   :func:`format_table`, :func:`write_study`, :func:`plot_study`,
   :func:`check_output_dir`, :class:`StudyOutputError`, :func:`versions`,
-  ``STUDY_FILES``, ``RELAX_TUNING_STEPS``.
+  ``STUDY_FILES``, ``TUNING_STEPS``.
 """
 
 from jaxgrad._src.oracles import GAUSSIAN_TEST_FUNCTIONS as GAUSSIAN_TEST_FUNCTIONS
@@ -43,8 +43,8 @@ from jaxgrad._src.oracles import gaussian_test_function as gaussian_test_functio
 from jaxgrad._src.stats import GradStats as GradStats
 from jaxgrad._src.stats import grad_samples as grad_samples
 from jaxgrad._src.stats import grad_stats as grad_stats
-from jaxgrad._src.study import RELAX_TUNING_STEPS as RELAX_TUNING_STEPS
 from jaxgrad._src.study import STUDY_FILES as STUDY_FILES
+from jaxgrad._src.study import TUNING_STEPS as TUNING_STEPS
 from jaxgrad._src.study import Reference as Reference
 from jaxgrad._src.study import Study as Study
 from jaxgrad._src.study import StudyOutputError as StudyOutputError
@@ -59,7 +59,7 @@ from jaxgrad._src.study import write_study as write_study
 
 __all__ = [
     "GAUSSIAN_TEST_FUNCTIONS",
-    "RELAX_TUNING_STEPS",
+    "TUNING_STEPS",
     "STUDY_FILES",
     "GradStats",
     "Reference",

@@ -42,10 +42,15 @@ STUDY_FILES = {
     "json": "study.json",
     "png": "study.png",
 }
-#: Variance-loss steps RELAX's control variate is tuned for before a study.
-RELAX_TUNING_STEPS = 200
-_RELAX_KEYS_PER_STEP = 16
-_RELAX_LEARNING_RATE = 0.02
+#: Adam steps of :func:`jaxgrad.variance_loss` that tune RELAX, RODEO and double CV before a study.
+TUNING_STEPS = 200
+_TUNING_KEYS_PER_STEP = 16
+#: Adam's learning rate for the unit-free tuning parameters (RELAX's eta, double CV's alpha).
+_TUNING_LEARNING_RATE = 0.02
+#: RODEO's linear ``h`` has weights in units of ``sqrt(D) * std f`` (see ``_tunable``).
+_RODEO_RELATIVE_LEARNING_RATE = 0.1
+#: Samples of ``f`` that measure its spread for RODEO's learning rate (tuning keys).
+_SCALE_KEYS = 64
 # Errors of one estimator that a study may skip (``on_error="skip"``): it does
 # not apply, is not installed, or rejects the problem.
 _SKIPPABLE = (ImportError, ValueError, TypeError, NotImplementedError)
@@ -332,55 +337,99 @@ def _adam_scan(loss, init, keys, lr):
     return p, losses
 
 
-def _tuned_relax(f, params, args, *, dist, temperature, num_samples, key, steps):
-    r"""RELAX with ``c(z) = eta f(relax(z / lam)) + <phi, z>``, tuned by ``variance_loss``.
+def _tunable(name, f, params, args, *, dist, temperature, num_samples, f_takes_key, key):
+    r"""The tuning problem of an adaptable registry entry, or ``None`` for the others.
 
-    Starts from REBAR's control variate (``eta = 1, phi = 0``) and takes
-    ``steps`` Adam steps on ``(eta, phi)``, each on the variance loss averaged
-    over ``_RELAX_KEYS_PER_STEP`` keys independent of the study's keys, so the
-    tuned estimator stays unbiased for them. Returns ``(est, record)``.
+    Returns ``(est, init, learning_rate, what)`` with ``est(key, params, theta,
+    *args)`` the estimator at tuning parameters ``theta``, unbiased for every
+    ``theta``, and ``init`` where the tuning starts:
+
+    * ``relax``: ``c(z) = eta f(relax(z / lam)) + <phi, z>`` from REBAR's
+      ``eta = 1, phi = 0`` (not with ``f_takes_key``: ``c`` calls ``f``).
+    * ``rodeo``: :func:`jaxgrad.rodeo` with its linear ``h`` from zero (RLOO).
+      The weights that cancel the score term are about ``D |df|`` (``A``
+      averages ``D`` one-flip differences), and ``std f ~ sqrt(D) |df|`` for
+      ``D`` coins of similar effect, so Adam's step is
+      ``0.1 sqrt(D) std f``, with ``std f`` measured on tuning keys.
+    * ``double-cv``: one ``alpha`` per coordinate, from the paper's ``1``.
     """
     from jaxgrad._src.dists import discrete
-    from jaxgrad._src.estimators.rebar import relax, relaxation, variance_loss
+    from jaxgrad._src.estimators import double_cv, rebar, rodeo
 
-    categorical = isinstance(dist, discrete.Categorical)
-
-    def control_variate(z, cv, *a):
-        eta, phi = cv
-        # phi z with masked coins (z = +-inf) would be nan: their term is constant.
-        linear = jnp.sum(jnp.where(jnp.isfinite(z), phi * z, 0))
-        return eta * f(relaxation(z, temperature, categorical), *a) + linear
-
-    dist = discrete.categorical if categorical else discrete.bernoulli
-    est = relax(f, control_variate, dist=dist, num_samples=num_samples)
-    loss = variance_loss(est)
+    if name not in ("relax", "rodeo", "double-cv") or (name == "relax" and f_takes_key):
+        return None
     dtype = jnp.result_type(params)
-    init = (jnp.ones((), dtype), jnp.zeros(jnp.shape(params), dtype))
+    if name == "relax":
+        categorical = isinstance(dist, discrete.Categorical)
 
-    def batch_loss(cv, k):
-        ks = jax.random.split(k, _RELAX_KEYS_PER_STEP)
-        return jnp.mean(jax.vmap(lambda kk: loss(kk, params, cv, *args)[0])(ks))
+        def control_variate(z, cv, *a):
+            eta, phi = cv
+            # phi z with masked coins (z = +-inf) would be nan: their term is constant.
+            linear = jnp.sum(jnp.where(jnp.isfinite(z), phi * z, 0))
+            return eta * f(rebar.relaxation(z, temperature, categorical), *a) + linear
+
+        spec = discrete.categorical if categorical else discrete.bernoulli
+        est = rebar.relax(f, control_variate, dist=spec, num_samples=num_samples)
+        init = (jnp.ones((), dtype), jnp.zeros(jnp.shape(params), dtype))
+        what = "eta * f(relax(z / temperature)) + <phi, z>, from eta=1, phi=0"
+        return est, init, _TUNING_LEARNING_RATE, what
+    if name == "rodeo":
+        est = rodeo.rodeo(f, rodeo.linear_h, num_samples=num_samples, f_takes_key=f_takes_key)
+        init = rodeo.linear_h_init(params)
+        keys = jax.random.split(key, _SCALE_KEYS)
+        means = jax.jit(jax.vmap(lambda k: est(k, params, init, *args)))(keys)
+        spread = math.sqrt(num_samples) * float(np.std(np.asarray(means, np.float64)))
+        size = max(int(np.size(params)), 1)
+        lr = _RODEO_RELATIVE_LEARNING_RATE * math.sqrt(size) * spread
+        lr = lr if math.isfinite(lr) and lr > 0 else _TUNING_LEARNING_RATE
+        what = "rodeo.linear_h: h0 = <w0, y>, h1 = <w1, y> + gamma f_-k, from 0 (RLOO)"
+        return est, init, lr, what
+
+    def with_alpha(k, logits, alpha, *a):  # double-cv
+        inner = double_cv.double_cv(
+            f, dist=dist, num_samples=num_samples, alpha=alpha, f_takes_key=f_takes_key
+        )
+        return inner(k, logits, *a)
+
+    init = jnp.ones(jnp.shape(params), dtype)
+    return with_alpha, init, _TUNING_LEARNING_RATE, "alpha per coordinate, from 1"
+
+
+def _tuned(est, init, params, args, *, learning_rate, what, key, steps):
+    """``est`` with its parameters tuned by ``steps`` Adam steps of ``variance_loss``.
+
+    Each step averages the variance loss over ``_TUNING_KEYS_PER_STEP`` keys
+    drawn from ``key``, independent of the study's keys, so the tuned
+    estimator stays unbiased for them. Returns ``(est(key, params, *args),
+    record)``.
+    """
+    from jaxgrad._src.estimators.rebar import variance_loss
+
+    loss = variance_loss(est)
+
+    def batch_loss(theta, k):
+        ks = jax.random.split(k, _TUNING_KEYS_PER_STEP)
+        return jnp.mean(jax.vmap(lambda kk: loss(kk, params, theta, *args)[0])(ks))
 
     @jax.jit
     def train(key):
-        return _adam_scan(batch_loss, init, jax.random.split(key, steps), _RELAX_LEARNING_RATE)
+        return _adam_scan(batch_loss, init, jax.random.split(key, steps), learning_rate)
 
-    cv, losses = train(key)
+    theta, losses = train(key)
     losses = np.asarray(losses, np.float64)
     k = max(1, steps // 10)
     record = {
         "steps": steps,
-        "keys_per_step": _RELAX_KEYS_PER_STEP,
+        "keys_per_step": _TUNING_KEYS_PER_STEP,
         "optimizer": "adam",
-        "learning_rate": _RELAX_LEARNING_RATE,
-        "control_variate": "eta * f(sigmoid(z / temperature)) + <phi, z>, from eta=1, phi=0",
-        "eta": float(cv[0]),
+        "learning_rate": float(learning_rate),
+        "tuned": what,
         "variance_loss_first_steps": float(np.mean(losses[:k])),
         "variance_loss_last_steps": float(np.mean(losses[-k:])),
     }
 
     def tuned(key, logits, *a):
-        return est(key, logits, cv, *a)
+        return est(key, logits, theta, *a)
 
     return tuned, record
 
@@ -473,7 +522,7 @@ def study(
     batch_size: int | None = None,
     devices: Sequence[Any] | None = None,
     f_takes_key: bool = False,
-    relax_steps: int = RELAX_TUNING_STEPS,
+    tune_steps: int = TUNING_STEPS,
     on_error: str = "raise",
     name: str = "model",
     description: str = "",
@@ -502,12 +551,18 @@ def study(
     ``jaxgrad study`` is this function on built-in problems.
 
     Registry entries are built with ``jaxgrad.ESTIMATORS[name].build``;
-    ``temperature`` goes to every entry that has one. ``relax`` is special:
-    with its untuned control variate it is REBAR, so the study first tunes
-    ``c(z) = eta f(relax(z / temperature)) + <phi, z>`` (``relax`` the sigmoid for
-    coins, the softmax over the classes for categoricals) for ``relax_steps``
-    Adam steps of :func:`jaxgrad.variance_loss` (16 keys a step, keys
-    independent of the study's; ``relax_steps=0`` keeps the untuned one).
+    ``temperature`` goes to every entry that has one. Three entries have
+    parameters to adapt, and the study first tunes them for ``tune_steps`` Adam
+    steps of :func:`jaxgrad.variance_loss` (16 keys a step, keys independent of
+    the study's, so they stay unbiased; ``tune_steps=0`` keeps the registry's
+    untuned ones):
+
+    * ``relax``, untuned REBAR: ``c(z) = eta f(relax(z / temperature)) + <phi, z>``
+      (``relax`` the sigmoid for coins, the softmax over the classes for
+      categoricals) from ``eta = 1, phi = 0``;
+    * ``rodeo``, untuned RLOO: the linear ``h`` of :func:`jaxgrad.rodeo`
+      (``jaxgrad._src.estimators.rodeo.linear_h``) from 0;
+    * ``double-cv``: one ``alpha`` per coordinate, from 1.
 
     If the study is interrupted (``KeyboardInterrupt``) or an estimator fails
     with ``on_error="raise"``, the exception propagates carrying the finished
@@ -532,7 +587,7 @@ def study(
       batch_size: keys per vectorized chunk (:func:`grad_stats`).
       devices: devices to shard over; default all.
       f_takes_key: ``f(x, key, *args)`` gets its own key (registry entries).
-      relax_steps: tuning steps of RELAX's control variate (0: untuned).
+      tune_steps: Adam steps that tune RELAX, RODEO and double CV (0: untuned).
       on_error: ``"raise"``, or ``"skip"`` to list an estimator that raises
         ``ValueError``/``TypeError``/``ImportError``/``NotImplementedError``
         among the skipped ones and go on.
@@ -580,8 +635,8 @@ def study(
     temperature = _check_temperature(temperature, fn)
     if num_samples is not None:
         num_samples = checks.check_num_samples(num_samples, fn)
-    if isinstance(relax_steps, bool) or not isinstance(relax_steps, int) or relax_steps < 0:
-        raise ValueError(f"{fn}: relax_steps must be an int >= 0, got {relax_steps!r}.")
+    if isinstance(tune_steps, bool) or not isinstance(tune_steps, int) or tune_steps < 0:
+        raise ValueError(f"{fn}: tune_steps must be an int >= 0, got {tune_steps!r}.")
     variable = variable if variable is not None else _variable_of(dist)
     entries = _entries(estimators, variable, fn)
     if any(e.info is not None for e in entries) and not callable(f):
@@ -628,7 +683,7 @@ def study(
             "seed": key_record,
             "estimators": [r.name for r in rows],
             "requested_estimators": [e.name for e in entries],
-            "relax_tuning": tuning or None,
+            "tuning": tuning or None,
             "f_takes_key": bool(f_takes_key),
             "partial": partial,
             "wall_time_s": time.perf_counter() - t_start,
@@ -668,7 +723,7 @@ def study(
                     num_samples=num_samples,
                     temperature=temperature,
                     f_takes_key=f_takes_key,
-                    relax_steps=relax_steps,
+                    tune_steps=tune_steps,
                     key=key,
                     tuning=tuning,
                     grad_stats_kwargs=dict(
@@ -719,7 +774,7 @@ def _run_entry(
     num_samples,
     temperature,
     f_takes_key,
-    relax_steps,
+    tune_steps,
     key,
     tuning,
     grad_stats_kwargs,
@@ -739,19 +794,33 @@ def _run_entry(
                 kwargs["temperature"] = temperature
         if f_takes_key:
             kwargs["f_takes_key"] = True
-        if info.name == "relax" and relax_steps > 0 and not f_takes_key:
-            est, record = _tuned_relax(
+        tunable = None
+        if tune_steps > 0:
+            tunable = _tunable(
+                info.name,
                 f,
                 params,
                 args,
                 dist=dist,
                 temperature=temp if temp is not None else 0.5,
                 num_samples=k,
-                key=_row_key(key, "relax/tuning"),
-                steps=relax_steps,
+                f_takes_key=f_takes_key,
+                key=_row_key(key, f"{info.name}/scale"),
             )
-            tuning.update(record)
-            note = f"control variate tuned: {relax_steps} variance_loss steps"
+        if tunable is not None:
+            inner, init, lr, what = tunable
+            est, record = _tuned(
+                inner,
+                init,
+                params,
+                args,
+                learning_rate=lr,
+                what=what,
+                key=_row_key(key, f"{info.name}/tuning"),
+                steps=tune_steps,
+            )
+            tuning[info.name] = record
+            note = f"tuned: {tune_steps} variance_loss steps"
         else:
             est = info.build(f, **kwargs)
         try:
