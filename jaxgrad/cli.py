@@ -1,5 +1,8 @@
 """The ``jaxgrad`` command line: ``jaxgrad study PROBLEM`` runs a variance study.
 
+(``jaxgrad train PROBLEM`` trains VAEs with each estimator: see
+:mod:`jaxgrad._src.train_cli`.)
+
 A thin face over :func:`jaxgrad.diagnostics.study`: for every registered
 estimator that applies to the problem's variable type (or those named with
 ``--estimators``), the study draws ``--num-keys`` independent gradient
@@ -40,7 +43,7 @@ from typing import Any, TextIO
 import jax
 
 from jaxgrad import diagnostics
-from jaxgrad._src import compile_cache, problems
+from jaxgrad._src import compile_cache, problems, train_cli
 from jaxgrad._src.estimators.registry import ESTIMATORS, OBJECTIVES
 from jaxgrad._src.study import _SKIPPABLE
 
@@ -199,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     group = study.add_argument_group("problem options")
     for name, kwargs in _PROBLEM_OPTIONS.items():
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kwargs)
+    train_cli.add_parser(sub)
     sub.add_parser("list", help="list the problems and the registered estimators")
     return parser
 
@@ -618,6 +622,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "list":
             _list(sys.stdout)
             return 0
+        if ns.command == "train":
+            bar = _Progress(sys.stderr, enabled=not ns.quiet)
+            return train_cli.run(ns, record, bar, sys.stdout, sys.stderr)
         _check_args(ns)
         _check_distributed(ns)
         out = ns.out or os.path.join("results", ns.problem)
