@@ -363,13 +363,13 @@ class _Trainer:
         analytic = jax.vmap(lambda l: vae.analytic_term(model, l))(logits)
         return jnp.mean(values + analytic)
 
-    def step(self, state, step, seed_key):
+    def step(self, state, step, seed_key, data):
         """One training step of one seed; returns ``(state, (elbo, grad_variance))``."""
         c = self.config
         k = jax.random.fold_in(seed_key, step + 1)
         k_batch, k_est, k_elbo = jax.random.split(k, 3)
         idx = jax.random.randint(k_batch, (c.batch_size,), 0, c.train_images)
-        x = self.data[idx].astype(jnp.float32)
+        x = data[idx].astype(jnp.float32)
         keys = jax.random.split(k_est, c.batch_size)
         params = state["params"]
         new = dict(state)
@@ -412,16 +412,18 @@ class _Trainer:
         return new, (elbo, variance)
 
     def chunk_fn(self, length: int):
-        """``(state, start) -> (state, (elbo [length, S], variance [length, S]))``, jitted."""
+        """``(state, start, data) -> (state, (elbo [length, S], variance [length, S]))``, jitted."""
         seed_keys = self.seed_keys()
 
-        def chunk(state, start):
+        def chunk(state, start, data):  # data an argument: not a 39 MB constant in the program
             def body(st, i):
-                return jax.vmap(self.step, in_axes=(0, None, 0))(st, start + i, seed_keys)
+                return jax.vmap(self.step, in_axes=(0, None, 0, None))(
+                    st, start + i, seed_keys, data
+                )
 
             return jax.lax.scan(body, state, jnp.arange(length, dtype=jnp.int32))
 
-        return jax.jit(chunk, donate_argnums=0)
+        return jax.jit(chunk)  # no donation: the last finished state must survive a Ctrl-C
 
     def test_bound(self, state) -> np.ndarray:
         """The mean 100-sample IWAE bound over the test images, per seed."""
@@ -601,10 +603,10 @@ def train_estimator(
             start = jnp.asarray(done, jnp.int32)
             if length not in compiled:
                 t0 = time.perf_counter()
-                compiled[length] = trainer.chunk_fn(length).lower(state, start).compile()
+                compiled[length] = trainer.chunk_fn(length).lower(state, start, data).compile()
                 compile_s += time.perf_counter() - t0
             t0 = time.perf_counter()
-            new_state, (elbo, var) = compiled[length](state, start)
+            new_state, (elbo, var) = compiled[length](state, start, data)
             elbo = np.asarray(elbo, np.float64)
             var = np.asarray(var, np.float64)
             jax.block_until_ready(new_state)

@@ -1,0 +1,339 @@
+"""One binary-VAE training step of ``jaxgrad train`` against the same step written by hand.
+
+For the linear (784-200) and nonlinear (784-200-200-200) Bernoulli VAE, batch
+50, one seed, and RLOO (K = 2), DisARM and RELAX, three implementations of
+the same step, measured in one process on the same data:
+
+* ``jaxgrad``: the step ``jaxgrad train`` compiles (:class:`_Trainer.step`);
+* ``jax``: the step written by hand in plain JAX (+ optax's Adam): the batch,
+  the encoder, the estimator's surrogate, the analytic entropy, Adam, the
+  EMAs of the encoder gradient and the one-sample training ELBO, nothing
+  from jaxgrad;
+* ``torch``: the same step in PyTorch 2.13 (CPU, eager; needs the ``bench``
+  extra), timed in a process of its own. RELAX is left out of the two
+  hand-written columns (its conditional Gumbel and double backprop are not
+  written by hand here).
+
+Each step is jitted on its own and called ``--steps`` times in a Python loop
+(dispatch included in both JAX columns), best of ``--repeats``. ``compile``
+is the time to lower and compile one step. Ratios: jaxgrad / hand-written
+JAX time (target <= 1.05) and PyTorch / jaxgrad time (target >= 2).
+
+    python benchmarks/train_step.py [--data PATH] [--steps 200] [--repeats 3] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results  # noqa: E402
+
+from jaxgrad._src import problems, train, vae  # noqa: E402
+
+BATCH = 50
+LR = 1e-3
+DECAY = train.EMA_DECAY
+
+
+# --- the hand-written JAX step ----------------------------------------------------
+
+
+def _mlp(layers, h):
+    for i, (w, b) in enumerate(layers):
+        h = h @ w + b
+        if i < len(layers) - 1:
+            h = jax.nn.leaky_relu(h, 0.3)
+    return h
+
+
+def _neg_joint(dec, prior, b, x):  # -log p(x, b)
+    logits = _mlp(dec, b)
+    return -(
+        jnp.sum(x * logits - jax.nn.softplus(logits)) + jnp.sum(b * prior - jax.nn.softplus(prior))
+    )
+
+
+def _surrogate(name, params, x, key):
+    """Batch mean of the negative ELBO whose gradient is the estimator's (by hand)."""
+    enc, dec, prior = params["encoder"], params["decoder"], params["prior"]
+    logits = _mlp(enc, x)  # [B, D]
+    sg = jax.lax.stop_gradient
+    p = jax.nn.sigmoid(logits)
+    neg_h = jnp.sum(p * logits - jax.nn.softplus(logits), axis=-1)
+    f = jax.vmap(lambda b, xx: _neg_joint(dec, prior, b, xx))
+    if name == "rloo":
+        u = jax.random.uniform(key, (2, *logits.shape))
+        b = (u < sg(p)).astype(jnp.float32)
+        fv = jax.vmap(f, (0, None))(b, x)  # [2, B]
+        adv = sg(fv - fv[::-1])  # f_k - f_other
+        logq = jnp.sum(b * logits - jax.nn.softplus(logits), axis=-1)
+        return jnp.mean(jnp.mean(fv, 0) + 0.5 * jnp.sum(adv * logq, 0) + neg_h)
+    if name == "disarm":
+        u = jax.random.uniform(key, logits.shape)
+        b1 = (u < sg(p)).astype(jnp.float32)
+        b2 = (1 - u < sg(p)).astype(jnp.float32)
+        f1, f2 = f(b1, x), f(b2, x)
+        w = (
+            0.5
+            * sg(f1 - f2)[:, None]
+            * (1 - 2 * b2)
+            * (b1 != b2)
+            * jax.nn.sigmoid(jnp.abs(sg(logits)))
+        )
+        return jnp.mean(0.5 * (f1 + f2) + jnp.sum(w * logits, -1) + neg_h)
+    raise ValueError(name)
+
+
+def hand_step(name):
+    import optax
+
+    opt = optax.adam(LR)
+
+    def step(state, i, seed_key, data):
+        k_batch, k_est, k_elbo = jax.random.split(jax.random.fold_in(seed_key, i + 1), 3)
+        idx = jax.random.randint(k_batch, (BATCH,), 0, data.shape[0])
+        x = data[idx].astype(jnp.float32)
+        params = state["params"]
+        grads = jax.grad(lambda pa: _surrogate(name, pa, x, k_est))(params)
+        logits = _mlp(params["encoder"], x)
+        u = jax.random.uniform(k_elbo, logits.shape)
+        b = (u < jax.nn.sigmoid(logits)).astype(jnp.float32)
+        neg_h = jnp.sum(jax.nn.sigmoid(logits) * logits - jax.nn.softplus(logits), axis=-1)
+        nj = jax.vmap(lambda bb, xx: _neg_joint(params["decoder"], params["prior"], bb, xx))(b, x)
+        elbo = -jnp.mean(nj + neg_h)
+        updates, opt_state = opt.update(grads, state["opt"], params)
+        g = grads["encoder"]
+        m1 = jax.tree.map(lambda m, gg: DECAY * m + (1 - DECAY) * gg, state["m1"], g)
+        m2 = jax.tree.map(lambda m, gg: DECAY * m + (1 - DECAY) * gg * gg, state["m2"], g)
+        c = 1.0 - DECAY ** (i + 1).astype(jnp.float32)
+        n = sum(x.size for x in jax.tree.leaves(g))
+        var = (
+            sum(
+                jnp.sum(b2 / c - (b1 / c) ** 2)
+                for b1, b2 in zip(jax.tree.leaves(m1), jax.tree.leaves(m2), strict=True)
+            )
+            / n
+        )
+        new = {"params": optax.apply_updates(params, updates), "opt": opt_state, "m1": m1, "m2": m2}
+        return new, (elbo, var)
+
+    return step
+
+
+# --- timing -----------------------------------------------------------------------
+
+
+def _time_jax(step, state, key, data, steps, repeats):
+    t0 = time.perf_counter()
+    compiled = jax.jit(step).lower(state, jnp.asarray(0, jnp.int32), key, data).compile()
+    compile_s = time.perf_counter() - t0
+    best = math.inf
+    for _ in range(repeats):
+        st = state
+        out = compiled(st, jnp.asarray(0, jnp.int32), key, data)
+        jax.block_until_ready(out)
+        t0 = time.perf_counter()
+        for i in range(steps):
+            st, m = compiled(st, jnp.asarray(i, jnp.int32), key, data)
+        jax.block_until_ready((st, m))
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return best, compile_s
+
+
+def _time_torch(name, kind, data_np, steps, repeats):
+    try:
+        import torch
+    except ModuleNotFoundError:
+        return None
+    torch.manual_seed(0)
+    sizes = [784, 200] if kind == "linear" else [784, 200, 200, 200]
+
+    def mlp(sizes):
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            layers.append(torch.nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(torch.nn.LeakyReLU(0.3))
+        return torch.nn.Sequential(*layers)
+
+    enc, dec = mlp(sizes), mlp(sizes[::-1])
+    prior = torch.nn.Parameter(torch.zeros(200))
+    params = [*enc.parameters(), *dec.parameters(), prior]
+    opt = torch.optim.Adam(params, lr=LR)
+    data = torch.from_numpy(data_np)
+    m1 = [torch.zeros_like(p) for p in enc.parameters()]
+    m2 = [torch.zeros_like(p) for p in enc.parameters()]
+    sp = torch.nn.functional.softplus
+
+    def neg_joint(b, x):
+        lg = dec(b)
+        return -((x * lg - sp(lg)).sum(-1) + (b * prior - sp(prior)).sum(-1))
+
+    def step(i):
+        idx = torch.randint(0, data.shape[0], (BATCH,))
+        x = data[idx].float()
+        logits = enc(x)
+        p = torch.sigmoid(logits)
+        neg_h = (p * logits - sp(logits)).sum(-1)
+        if name == "rloo":
+            b = (torch.rand(2, *logits.shape) < p.detach()).float()
+            fv = neg_joint(b, x)
+            adv = (fv - fv.flip(0)).detach()
+            logq = (b * logits - sp(logits)).sum(-1)
+            loss = (fv.mean(0) + 0.5 * (adv * logq).sum(0) + neg_h).mean()
+        else:
+            u = torch.rand_like(logits)
+            b1 = (u < p.detach()).float()
+            b2 = (1 - u < p.detach()).float()
+            f1, f2 = neg_joint(b1, x), neg_joint(b2, x)
+            w = (
+                0.5
+                * (f1 - f2).detach()[:, None]
+                * (1 - 2 * b2)
+                * (b1 != b2)
+                * torch.sigmoid(logits.detach().abs())
+            )
+            loss = (0.5 * (f1 + f2) + (w * logits).sum(-1) + neg_h).mean()
+        opt.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            bb = (torch.rand_like(logits) < p).float()
+            elbo = -(neg_joint(bb, x) + neg_h).mean()
+            c = 1 - DECAY ** (i + 1)
+            tot, n = 0.0, 0
+            for a, s, prm in zip(m1, m2, enc.parameters(), strict=True):
+                a.mul_(DECAY).add_(prm.grad, alpha=1 - DECAY)
+                s.mul_(DECAY).addcmul_(prm.grad, prm.grad, value=1 - DECAY)
+                tot += float((s / c - (a / c) ** 2).sum())
+                n += a.numel()
+        opt.step()
+        return float(elbo), tot / n
+
+    step(0)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(steps):
+            step(i)
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return best
+
+
+def _torch_in_subprocess(name, kind, path, steps, repeats):
+    """PyTorch's time per step, measured in a fresh process (in this one, sharing the cores
+    with JAX's thread pool, it measured up to 10x slower)."""
+    import subprocess
+
+    cmd = [sys.executable, os.path.abspath(__file__), "--torch", name, kind, "--data", path]
+    cmd += ["--steps", str(steps), "--repeats", str(repeats)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+    t = float(out[-1]) if out else math.nan
+    return None if math.isnan(t) else t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="binarized MNIST .npz (default: shared)")
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=None, help="JSON of the figures (atomic)")
+    parser.add_argument("--torch", nargs=2, metavar=("ESTIMATOR", "MODEL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.steps < 1 or args.repeats < 1:
+        parser.error("argument --steps/--repeats: must be at least 1")
+    if args.out is not None:
+        results.check_out_file(parser, args.out)
+    path = args.data or problems.default_data_path()
+    if args.torch is not None:  # the PyTorch timing, alone in its own process
+        x = problems.load_binarized_mnist(path, "train").astype(np.uint8)
+        t = _time_torch(*args.torch, x, args.steps, args.repeats)
+        print("nan" if t is None else repr(t))
+        return
+    try:
+        data, test = train.load_data(path, None, 4)
+    except train.TrainError as err:
+        parser.error(str(err))
+    rows = []
+    doc = {
+        "benchmark": "train_step",
+        "date": datetime.date.today().isoformat(),
+        "jax": jax.__version__,
+        "platform": jax.devices()[0].platform,
+        "batch": BATCH,
+        "rows": rows,
+        "partial": True,
+    }
+    try:
+        for kind in ("linear", "nonlinear"):
+            model = vae.binary(kind)
+            for name in ("rloo", "disarm", "relax"):
+                config = train.Config(
+                    "binary-vae",
+                    model,
+                    1,
+                    (0,),
+                    BATCH,
+                    LR,
+                    1,
+                    4,
+                    None,
+                    1e-4,
+                    0.5,
+                    path,
+                    int(data.shape[0]),
+                )
+                (spec,) = train.resolve_estimators("binary-vae", model, [name], None)
+                tr = train._Trainer(config, spec, data, test)
+                state = jax.tree.map(lambda x: x[0], tr.init_state())
+                key = jax.random.key(0)
+                ours, ours_c = _time_jax(tr.step, state, key, data, args.steps, args.repeats)
+                row = {
+                    "model": kind,
+                    "estimator": name,
+                    "jaxgrad_ms": 1e3 * ours,
+                    "jaxgrad_compile_s": ours_c,
+                }
+                if name != "relax":
+                    hand_state = {k: state[k] for k in ("params", "opt", "m1", "m2")}
+                    hand, hand_c = _time_jax(
+                        hand_step(name), hand_state, key, data, args.steps, args.repeats
+                    )
+                    row.update(jax_ms=1e3 * hand, jax_compile_s=hand_c, ratio_jax=ours / hand)
+                    t = _torch_in_subprocess(
+                        name, kind, path, max(args.steps // 4, 10), args.repeats
+                    )
+                    if t is not None:
+                        row.update(torch_ms=1e3 * t, torch_over_jaxgrad=t / ours)
+                rows.append(row)
+                print(row, flush=True)
+        doc["partial"] = False
+    finally:
+        if args.out is not None:
+            results.write_json(args.out, doc)
+
+    def g(r, k, fmt):
+        return format(r[k], fmt) if k in r else "-"
+
+    cols = ["model", "estimator", "jaxgrad ms", "jax ms", "jaxgrad / jax", "torch ms"]
+    cols += ["torch / jaxgrad", "compile s (jaxgrad, jax)"]
+    print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows:
+        cells = [r["model"], r["estimator"], f"{r['jaxgrad_ms']:.2f}", g(r, "jax_ms", ".2f")]
+        cells += [g(r, "ratio_jax", ".3f"), g(r, "torch_ms", ".2f")]
+        cells += [g(r, "torch_over_jaxgrad", ".2f")]
+        cells += [f"{r['jaxgrad_compile_s']:.2f}, {g(r, 'jax_compile_s', '.2f')}"]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
