@@ -1050,25 +1050,15 @@ def write_study(
       OSError: if writing fails midway (nothing of this study is then in place).
     """
     out = check_output_dir(out, "write_study")
-    os.makedirs(out, exist_ok=True)
-    final = {k: os.path.join(out, name) for k, name in STUDY_FILES.items()}
-    replaced = any(os.path.lexists(p) for p in final.values())
-    temps: dict[str, str] = {}
+    doc = _study_document(study, argv)
+    records = doc["results"]
 
-    def temp(k: str) -> str:
-        fd, path = tempfile.mkstemp(dir=out, prefix=f".{STUDY_FILES[k]}.", suffix=".tmp")
-        os.close(fd)
-        temps[k] = path
-        return path
-
-    try:
-        doc = _study_document(study, argv)
-        records = doc["results"]
+    def write_csv(path):
         columns = [k for k in records[0] if k != "coordinates"] if records else ["estimator"]
-        _write_csv(
-            temp("csv"),
-            [columns] + [["" if rec[c] is None else rec[c] for c in columns] for rec in records],
-        )
+        rows = [["" if rec[c] is None else rec[c] for c in columns] for rec in records]
+        _write_csv(path, [columns, *rows])
+
+    def write_coordinates(path):
         coord_rows = [["estimator", "coordinate", *_FIELDS]]
         for r in study.results:
             cols = [r.stats.flat(f) for f in _FIELDS]
@@ -1076,34 +1066,76 @@ def write_study(
                 coord_rows.append(
                     [r.name, label, *("" if c is None else repr(float(c[j])) for c in cols)]
                 )
-        _write_csv(temp("coordinates"), coord_rows)
-        if plot and study.results:
-            try:
-                plot_study(study, temp("png"))
-            except ModuleNotFoundError as err:
-                if err.name is None or not err.name.startswith("matplotlib"):
-                    raise
-                os.unlink(temps.pop("png"))
-                warnings.warn(
-                    "write_study: no plot: matplotlib is not installed (pip install "
-                    "'jaxgrad[study]'); the CSV and JSON are written.",
-                    stacklevel=2,
-                )
-        with open(temp("json"), "w") as fh:
-            json.dump(doc, fh, indent=1, allow_nan=False)
-        for k in ("csv", "coordinates", "png", "json"):  # the JSON last
-            if k in temps:
-                os.replace(temps[k], final[k])
+        _write_csv(path, coord_rows)
+
+    writers = {"csv": write_csv, "coordinates": write_coordinates}
+    if plot and study.results:
+        writers["png"] = plot_or_skip(lambda path: plot_study(study, path), "write_study")
+    writers["json"] = lambda path: _write_json(path, doc)
+    return write_files_atomically(out, STUDY_FILES, writers)
+
+
+def _write_json(path: str, doc: Any) -> None:
+    with open(path, "w") as fh:
+        json.dump(doc, fh, indent=1, allow_nan=False)
+
+
+def plot_or_skip(draw: Callable[[str], None], fn: str) -> Callable[[str], bool | None]:
+    """A file writer that draws with matplotlib, or warns and skips the file without it."""
+
+    def write(path: str) -> bool | None:
+        try:
+            draw(path)
+        except ModuleNotFoundError as err:
+            if err.name is None or not err.name.startswith("matplotlib"):
+                raise
+            warnings.warn(
+                f"{fn}: no plot: matplotlib is not installed (pip install 'jaxgrad[study]'); "
+                "the CSV and JSON are written.",
+                stacklevel=3,
+            )
+            return False
+        return None
+
+    return write
+
+
+def write_files_atomically(
+    out: str, names: dict[str, str], writers: dict[str, Callable[[str], bool | None]]
+) -> dict[str, str]:
+    """Writes a set of files into ``out`` all together, or none of them.
+
+    Each ``writers[k](path)`` writes a temporary file in ``out`` (returning
+    ``False`` skips its file); only when every writer has finished are the
+    files renamed into place as ``names[k]``, in the order of ``writers`` (put
+    the JSON last). Files of ``names`` that this call does not write (left by
+    an earlier run) are then removed, so the folder never mixes two runs, and
+    a crash never leaves a half-written file. Returns ``{k: path}`` of the
+    written files, with ``"replaced": "yes"`` when earlier files were replaced.
+    """
+    os.makedirs(out, exist_ok=True)
+    final = {k: os.path.join(out, name) for k, name in names.items()}
+    replaced = any(os.path.lexists(p) for p in final.values())
+    temps: dict[str, str] = {}
+    try:
+        for k, write in writers.items():
+            fd, path = tempfile.mkstemp(dir=out, prefix=f".{names[k]}.", suffix=".tmp")
+            os.close(fd)
+            temps[k] = path
+            if write(path) is False:
+                os.unlink(temps.pop(k))
+        for k, path in temps.items():
+            os.replace(path, final[k])
         written = set(temps)
         temps.clear()
         for k, path in final.items():
             if k not in written and os.path.lexists(path):
-                os.unlink(path)  # an earlier study's file that this one did not write
+                os.unlink(path)  # an earlier run's file that this one did not write
     finally:
         for path in temps.values():
             with contextlib.suppress(OSError):
                 os.unlink(path)
-    paths = {k: final[k] for k in written}
+    paths = {k: final[k] for k in names if k in written}
     if replaced:
         paths["replaced"] = "yes"
     return paths

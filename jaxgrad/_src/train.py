@@ -875,64 +875,38 @@ def write_run(
     once all are written, the JSON last, so a crash never leaves half a file.
     """
     import csv
-    import warnings
 
-    from jaxgrad._src.study import check_output_dir
+    from jaxgrad._src.study import (
+        _write_json,
+        check_output_dir,
+        plot_or_skip,
+        write_files_atomically,
+    )
 
     out = check_output_dir(out, "write_run")
-    os.makedirs(out, exist_ok=True)
-    temps: dict[str, str] = {}
+    doc = document(run, argv)
 
-    def temp(k: str) -> str:
-        fd, path = tempfile.mkstemp(dir=out, prefix=f".{TRAIN_FILES[k]}.", suffix=".tmp")
-        os.close(fd)
-        temps[k] = path
-        return path
-
-    try:
-        doc = document(run, argv)
-        cols = (
-            [k for k in doc["results"][0] if k not in ("curves", "test_bound_per_seed")]
-            if doc["results"]
-            else ["estimator"]
-        )
-        with open(temp("csv"), "w", newline="") as fh:
+    def write_csv(path):
+        skip = ("curves", "test_bound_per_seed")
+        cols = [k for k in doc["results"][0] if k not in skip] if doc["results"] else ["estimator"]
+        with open(path, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(cols)
             for rec in doc["results"]:
                 w.writerow(["" if rec[k] is None else rec[k] for k in cols])
-        with open(temp("curves"), "w", newline="") as fh:
+
+    def write_curves(path):
+        with open(path, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["estimator", "seed", "step", "train_elbo", "grad_variance"])
             for r in run.results:
                 for j, seed in enumerate(run.config.seeds):
                     for p, step in enumerate(r.steps):
-                        w.writerow(
-                            [
-                                r.name,
-                                seed,
-                                int(step),
-                                repr(float(r.train_elbo[p, j])),
-                                repr(float(r.grad_variance[p, j])),
-                            ]
-                        )
-        if plot and run.results:
-            try:
-                plot_run(run, temp("png"))
-            except ModuleNotFoundError as err:
-                if err.name is None or not err.name.startswith("matplotlib"):
-                    raise
-                os.unlink(temps.pop("png"))
-                warnings.warn("write_run: no plot: matplotlib is not installed.", stacklevel=2)
-        with open(temp("json"), "w") as fh:
-            json.dump(doc, fh, indent=1, allow_nan=False)
-        for k in ("csv", "curves", "png", "json"):
-            if k in temps:
-                os.replace(temps[k], os.path.join(out, TRAIN_FILES[k]))
-        written = dict(temps)
-        temps.clear()
-    finally:
-        for path in temps.values():
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-    return {k: os.path.join(out, TRAIN_FILES[k]) for k in written}
+                        elbo, var = float(r.train_elbo[p, j]), float(r.grad_variance[p, j])
+                        w.writerow([r.name, seed, int(step), repr(elbo), repr(var)])
+
+    writers = {"csv": write_csv, "curves": write_curves}
+    if plot and run.results:
+        writers["png"] = plot_or_skip(lambda path: plot_run(run, path), "write_run")
+    writers["json"] = lambda path: _write_json(path, doc)
+    return write_files_atomically(out, TRAIN_FILES, writers)
