@@ -85,6 +85,16 @@ def _value_and_grad(fn, key, params):
     return out, grad
 
 
+@functools.cache
+def _jit_value_and_grad(name):
+    """``jit(_value_and_grad)`` of one sampler, shared by the tests below.
+
+    Both sampler tests run the float32 single call; one jitted function per sampler
+    compiles it once rather than once per test.
+    """
+    return jax.jit(functools.partial(_value_and_grad, SAMPLERS[name].fn))
+
+
 def _params(shape, dtype=jnp.float32):
     return jnp.asarray(np.linspace(-1.5, 1.0, int(np.prod(shape))).reshape(shape), dtype)
 
@@ -147,14 +157,13 @@ def test_sampler_jit_grad_dtypes(name, dtype):
     s = SAMPLERS[name]
     params = _params(s.shape, dtype)
     key = _keys(1)[0]
-    run = functools.partial(_value_and_grad, s.fn)
-    out, grad = jax.jit(run)(_clone(key), params)
+    out, grad = _jit_value_and_grad(name)(_clone(key), params)
     assert out.dtype == dtype
     assert out.shape[: len(s.shape) - 1] == s.shape[:-1]
     assert grad.dtype == dtype and grad.shape == s.shape
     assert _finite(out) and _finite(grad)
     if dtype == jnp.float32:  # the same numbers without jit (eager is slow)
-        _assert_close((out, grad), run(key, params))
+        _assert_close((out, grad), _value_and_grad(s.fn, key, params))
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
@@ -164,7 +173,7 @@ def test_sampler_vmap_shard_map_pmap(name):
     value_and_grad = functools.partial(_value_and_grad, s.fn)
 
     # vmap over keys and parameters at once equals the per-call results.
-    one = jax.jit(value_and_grad)
+    one = _jit_value_and_grad(name)
     many = jnp.stack([params] * (NUM_DEVICES - 1) + [params + 0.5])
     batched = jax.jit(jax.vmap(value_and_grad))(_keys(NUM_DEVICES), many)
     _assert_close(jax.tree.map(lambda x: x[0], batched), one(_keys(NUM_DEVICES)[0], params))
