@@ -70,6 +70,10 @@ def test_binary_vae_smoke_run_writes_well_formed_outputs(tmp_path, capsys):
     relax = next(r for r in doc["results"] if r["estimator"] == "relax")
     assert "tuned online by variance_loss" in relax["note"] and relax["f_evals"] == 3
     assert "784-200-200-200" in stdout and "IWAE-100" in stdout
+    # The JSON holds the whole run: load_run gives back the table that was printed.
+    loaded = train.load_run(os.path.join(out, "train.json"))
+    table = train.format_table(loaded)
+    assert table.splitlines()[3:] == stdout.split("\n\nwrote")[0].splitlines()[3:]
     assert "[ 2/2] straight-through" in stderr
 
 

@@ -838,6 +838,52 @@ def document(run: Run, argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
 
 
+def load_run(path: str) -> Run:
+    """The :class:`Run` a ``train.json`` describes (to re-plot or compare finished runs)."""
+    with open(path) as fh:
+        doc = json.load(fh)
+    settings = dict(doc["settings"])
+    model = settings.pop("model")
+    model.pop("description", None)
+    model = vae.Model(
+        **{**model, "latent_shape": tuple(model["latent_shape"]), "hidden": tuple(model["hidden"])}
+    )
+    fields = {f.name for f in dataclasses.fields(Config)}
+    config = Config(
+        **{
+            **{k: v for k, v in settings.items() if k in fields},
+            "model": model,
+            "seeds": tuple(settings["seeds"]),
+        }
+    )
+
+    def arr(x):
+        return np.asarray([np.nan if v is None else v for v in np.ravel(x)], np.float64).reshape(
+            np.shape(x)
+        )
+
+    results = []
+    for r in doc["results"]:
+        c = r["curves"]
+        bound = r["test_bound_per_seed"]
+        results.append(
+            EstimatorRun(
+                name=r["estimator"],
+                num_samples=r["num_samples"],
+                f_evals=r["f_evals"],
+                steps=np.asarray(c["steps"], np.int64),
+                train_elbo=arr(c["train_elbo"]).T.reshape(len(c["steps"]), -1),
+                grad_variance=arr(c["grad_variance"]).T.reshape(len(c["steps"]), -1),
+                test_bound=None if bound is None else arr(bound),
+                seconds_per_step=(r["ms_per_step"] or math.nan) / 1e3,
+                compile_seconds=r["compile_s"] or math.nan,
+                finished=r["finished"],
+                note=r["note"],
+            )
+        )
+    return Run(config, tuple(results), tuple(doc["not_run"]), doc["interruption"])
+
+
 def plot_run(run: Run, path: str) -> None:
     """Training ELBO and encoder-gradient variance against steps (mean +- se over seeds)."""
     import matplotlib
@@ -846,21 +892,23 @@ def plot_run(run: Run, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for r in run.results:
+    colors = plt.get_cmap("tab20")
+    for i, r in enumerate(run.results):
         if not len(r.steps):
             continue
+        style = {"color": colors(i % 20), "linestyle": ("-", "--", ":")[(i // 10) % 3]}
         for ax, y, log in ((ax1, r.train_elbo, False), (ax2, r.grad_variance, True)):
             y = np.log10(y) if log else y
             m = y.mean(axis=1)
             se = y.std(axis=1, ddof=1) / math.sqrt(y.shape[1]) if y.shape[1] > 1 else 0 * m
-            (line,) = ax.plot(r.steps, m, label=r.name)
-            ax.fill_between(r.steps, m - se, m + se, color=line.get_color(), alpha=0.2)
+            ax.plot(r.steps, m, label=r.name, **style)
+            ax.fill_between(r.steps, m - se, m + se, color=style["color"], alpha=0.2)
     c = run.config
     ax1.set(
         xlabel="step", ylabel="training ELBO (nats)", title=f"{c.problem}, {c.model.describe()}"
     )
     ax2.set(xlabel="step", ylabel="log10 encoder-gradient variance (EMA 0.999)")
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
