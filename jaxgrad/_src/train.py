@@ -84,6 +84,10 @@ CATEGORICAL_ESTIMATORS = {
 }
 
 
+#: The categorical VAE's relaxations start at this temperature and anneal to the floor.
+CATEGORICAL_INITIAL_TEMPERATURE = 1.0
+
+
 class TrainError(ValueError):
     """A training run that cannot start as asked (one line, names the argument)."""
 
@@ -102,8 +106,8 @@ class Config:
       log_every: steps per logged point (and per compiled chunk).
       test_images: test images the final IWAE bound averages over.
       temperature: the initial temperature of the relaxed estimators
-        (categorical: annealed ``max(min_temperature, t0 exp(-r step))``;
-        binary: fixed; ``None``: each registry default).
+        (categorical: annealed ``max(min_temperature, t0 exp(-r step))``,
+        ``None``: from 1; binary: fixed, ``None``: each registry default).
       anneal_rate: ``r`` above (categorical only).
       min_temperature: the floor of the annealing (categorical only).
       data: the path of the binarized MNIST ``.npz``.
@@ -227,6 +231,9 @@ def resolve_estimators(problem: str, model: vae.Model, names: Sequence[str] | No
         except (KeyError, IndexError, TypeError, ValueError):
             f_evals = None
         default_temp = getattr(info, "temperature", None)
+        if default_temp is not None and model.variable == "categorical":
+            # Annealed from 1 (Jang et al. 2017): the registry's 0.5 is the schedule's floor.
+            default_temp = CATEGORICAL_INITIAL_TEMPERATURE
         temp = None
         if default_temp is not None:
             temp = float(default_temp) if temperature is None else float(temperature)

@@ -74,7 +74,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--temperature",
         type=float,
-        help="initial temperature of the relaxed estimators (default: registry)",
+        help="initial temperature of the relaxed estimators (default: 1, annealed, for "
+        "categorical-vae; the registry's for binary-vae)",
     )
     p.add_argument(
         "--anneal-rate",

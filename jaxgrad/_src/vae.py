@@ -66,7 +66,10 @@ class Model:
         if self.variable == "bernoulli":
             return f"{self.name} Bernoulli VAE {widths}, learned prior"
         c = self.latent_shape[1]
-        return f"categorical VAE {self.latent_shape[0]} x {c} classes, {widths}, uniform prior"
+        return (
+            f"categorical VAE, {self.latent_shape[0]} latents of {c} classes, {widths}, "
+            "uniform prior"
+        )
 
 
 def binary(kind: str = "linear", latent: int = 200) -> Model:
