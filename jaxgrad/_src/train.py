@@ -467,6 +467,7 @@ def fingerprint(config: Config, spec: _Spec) -> str:
     """A hash of everything that determines an estimator's run (checkpoints must match)."""
     rec = config.record()
     rec.pop("data")  # the same data at another path is the same run
+    rec["model"].pop("description")  # prose, derived from the fields
     rec["estimator"] = [spec.name, spec.num_samples, spec.temperature]
     rec["jax"] = jax.__version__
     return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:16]
