@@ -912,9 +912,8 @@ def plot_run(run: Run, path: str) -> None:
             ax.plot(r.steps, m, label=r.name, **style)
             ax.fill_between(r.steps, m - se, m + se, color=style["color"], alpha=0.2)
     c = run.config
-    ax1.set(
-        xlabel="step", ylabel="training ELBO (nats)", title=f"{c.problem}, {c.model.describe()}"
-    )
+    fig.suptitle(f"{c.problem}: {c.model.describe()}", fontsize=10)
+    ax1.set(xlabel="step", ylabel="training ELBO (nats)")
     ax2.set(xlabel="step", ylabel="log10 encoder-gradient variance (EMA 0.999)")
     ax1.legend(fontsize=7, ncol=2)
     fig.tight_layout()
