@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad._src import vae
-from jaxgrad._src.tuning import tunable
+from jaxgrad._src.tuning import rates_like, tunable
 
 Array = jax.Array
 EMA_DECAY = 0.999
@@ -265,7 +265,7 @@ class _Trainer:
         self.model = model = config.model
         self.f = vae.cost(model)
         self.opt = optax.adam(config.learning_rate)
-        self.data, self.test = data, test
+        self.test = test  # the training data is an argument of the compiled step
         self.pixel_mean = jnp.mean(data[: config.train_images].astype(jnp.float32), axis=0)
         self.tuning = None
         self.note = ""
@@ -395,8 +395,7 @@ class _Trainer:
                 updates, new["theta_opt"] = optax.scale_by_adam().update(
                     d_theta, state["theta_opt"]
                 )
-            lr = self.tuning[2]
-            rates = lr if isinstance(lr, tuple) else jax.tree.map(lambda _: lr, updates)
+            rates = rates_like(self.tuning[2], updates)
             new["theta"] = jax.tree.map(
                 lambda t, u, r: t - (r * u).astype(t.dtype), state["theta"], updates, rates
             )

@@ -32,6 +32,11 @@ _RODEO_RELATIVE_LEARNING_RATE = 0.1
 _SCALE_KEYS = 64
 
 
+def rates_like(lr, tree):
+    """One learning rate per leaf of ``tree``: ``lr`` itself if it is a tree, else repeated."""
+    return lr if isinstance(lr, tuple | list | dict) else jax.tree.map(lambda _: lr, tree)
+
+
 def adam_scan(loss, init, keys, lr):
     """Adam on ``loss(params, key)`` over ``keys`` (inside jit); returns (params, losses).
 
@@ -55,7 +60,7 @@ def adam_scan(loss, init, keys, lr):
         )
         return (p, m, v, t), value
 
-    rates = lr if isinstance(lr, tuple | list | dict) else jax.tree.map(lambda _: lr, init)
+    rates = rates_like(lr, init)
     zeros = jax.tree.map(jnp.zeros_like, init)
     one = jnp.ones((), jax.tree.leaves(init)[0].dtype)
     (p, _, _, _), losses = jax.lax.scan(step, (init, zeros, zeros, 0 * one), keys)
