@@ -75,6 +75,11 @@ def test_binary_vae_smoke_run_writes_well_formed_outputs(tmp_path, capsys):
     table = train.format_table(loaded)
     assert table.splitlines()[3:] == stdout.split("\n\nwrote")[0].splitlines()[3:]
     assert "[ 2/2] straight-through" in stderr
+    # Results written through temporary files are as readable as the umask allows.
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("train.json", "train.csv", "checkpoints/relax.npz"):
+        assert os.stat(os.path.join(out, name)).st_mode & 0o777 == 0o666 & ~mask, name
 
 
 def test_categorical_vae_smoke_run_anneals_the_temperature(tmp_path, capsys):

@@ -1100,6 +1100,21 @@ def plot_or_skip(draw: Callable[[str], None], fn: str) -> Callable[[str], bool |
     return write
 
 
+def temporary_file(folder: str, prefix: str, suffix: str) -> str:
+    """A new empty file in ``folder``, readable as the umask allows (as ``open`` would make it).
+
+    ``tempfile.mkstemp`` creates its file private (mode 0600); a result renamed
+    into place from it would then be unreadable to the user's group, unlike a
+    file written directly, so the mode is set from the umask here.
+    """
+    fd, path = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
+    os.close(fd)
+    return path
+
+
 def write_files_atomically(
     out: str, names: dict[str, str], writers: dict[str, Callable[[str], bool | None]]
 ) -> dict[str, str]:
@@ -1119,9 +1134,7 @@ def write_files_atomically(
     temps: dict[str, str] = {}
     try:
         for k, write in writers.items():
-            fd, path = tempfile.mkstemp(dir=out, prefix=f".{names[k]}.", suffix=".tmp")
-            os.close(fd)
-            temps[k] = path
+            temps[k] = path = temporary_file(out, f".{names[k]}.", ".tmp")
             if write(path) is False:
                 os.unlink(temps.pop(k))
         for k, path in temps.items():

@@ -39,7 +39,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -475,9 +474,11 @@ def fingerprint(config: Config, spec: _Spec) -> str:
 def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt-", suffix=".npz")
+    from jaxgrad._src.study import temporary_file
+
+    tmp = temporary_file(folder, ".ckpt-", ".npz")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
         os.replace(tmp, path)
     except BaseException:
