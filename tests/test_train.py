@@ -96,14 +96,18 @@ def test_categorical_vae_smoke_run_anneals_the_temperature(tmp_path, capsys):
     assert "max(0.7, 1 exp(-0.1 step))" in gs["note"]
 
 
-def test_the_temperature_schedule_is_the_floored_exponential():
+@pytest.mark.parametrize(
+    "t0, rate, floor", [(1.0, 0.1, 0.7), (1.5, 0.0, 0.5), (0.3, 0.1, 0.5), (2.0, 0.0, 3.0)]
+)
+def test_the_temperature_schedule_is_the_floored_exponential(t0, rate, floor):
+    # max(floor, t0 exp(-rate step)); at rate 0 it is the constant t0, also above the floor.
     model = vae.categorical(4, 3)
-    config = _config(model, temperature=1.0, anneal_rate=0.1, min_temperature=0.7)
+    config = _config(model, temperature=t0, anneal_rate=rate, min_temperature=floor)
     data = jnp.zeros((4, 784), jnp.uint8)
-    (spec,) = train.resolve_estimators("categorical-vae", model, ["gumbel-softmax"], 1.0)
+    (spec,) = train.resolve_estimators("categorical-vae", model, ["gumbel-softmax"], t0)
     trainer = train._Trainer(config, spec, data, data)
     got = [float(trainer.temperature(jnp.asarray(s))) for s in (0, 1, 3, 10)]
-    want = [max(0.7, math.exp(-0.1 * s)) for s in (0, 1, 3, 10)]
+    want = [max(min(floor, t0), t0 * math.exp(-rate * s)) for s in (0, 1, 3, 10)]
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 

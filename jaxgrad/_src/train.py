@@ -336,15 +336,15 @@ class _Trainer:
         import optax
 
         c = self.config
-        # max(min_t, t0 exp(-r t)) as an optax schedule (exponential decay, floored).
+        # max(min_t, t0 exp(-r t)): optax's exponential decay, floored here. (Its own
+        # `end_value` is a ceiling, not a floor, when the decay rate is 1, i.e. at
+        # anneal rate 0: it would clip a constant temperature down to the floor.)
         schedule = optax.exponential_decay(
-            init_value=t0,
-            transition_steps=1,
-            decay_rate=math.exp(-c.anneal_rate),
-            end_value=min(c.min_temperature, t0),
+            init_value=t0, transition_steps=1, decay_rate=math.exp(-c.anneal_rate)
         )
         with jax.numpy_dtype_promotion("standard"):
-            return jnp.asarray(schedule(step), jnp.float32)
+            value = jnp.maximum(schedule(step), min(c.min_temperature, t0))
+            return jnp.asarray(value, jnp.float32)
 
     def estimator(self, temperature: Array | None) -> Callable[..., Array]:
         """``est(key, logits, theta, *args)``; ``theta`` is ``()`` when nothing is tuned."""
