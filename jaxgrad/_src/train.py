@@ -291,7 +291,7 @@ class _Trainer:
             self.tuning = (est, init, lr)
             self.note = f"tuned online by variance_loss: {what}"
         elif spec.temperature is not None:
-            if model.variable == "categorical":
+            if model.variable == "categorical" and config.anneal_rate > 0:
                 self.note = (
                     f"temperature max({config.min_temperature:g}, {spec.temperature:g} "
                     f"exp(-{config.anneal_rate:g} step))"
