@@ -41,8 +41,10 @@ def _samples():
     ests["st-d3"], params["st-d3"] = straight_through_bernoulli(coupled_coins), coins_problem(3)
     rloo = jaxgrad.rloo(coupled_coins, dist=BERN, num_samples=4)
     ests["rloo-d3-n4"], params["rloo-d3-n4"] = joint(rloo), coins_problem(3)
+    # Chunks of 1_000 keys: the same keys (and samples) as one vmap over all of them, but
+    # the 20_000-wide vmap ran about 2x slower on CPU (7.7 s against 2.7 s for this study).
     return grad_samples_of_many(
-        ests, params, jax.random.key(4), num_keys=NUM_KEYS, batch_size=NUM_KEYS
+        ests, params, jax.random.key(4), num_keys=NUM_KEYS, batch_size=1_000
     )
 
 

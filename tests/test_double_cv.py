@@ -83,8 +83,10 @@ def _samples():
         st = straight_through_bernoulli if dist is BERN else straight_through_categorical
         ests[f"st/{name}"] = st(f)
         params[f"st/{name}"] = (logits, a)
+    # Chunks of 250 keys: the same keys (and samples, up to rounding) as wider chunks, but
+    # measured about 1.5 s faster than chunks of 2_000 on CPU (7.3 s against 8.8 s of CPU).
     out = grad_samples_of_many(
-        ests, params, jax.random.key(2022), num_keys=NUM_KEYS, batch_size=2_000
+        ests, params, jax.random.key(2022), num_keys=NUM_KEYS, batch_size=250
     )
     out = jax.tree.map(lambda x: np.asarray(x, np.float64), out)
     return {n: out[n] if n in VERSUS_RLOO or "/" in n else (None, out[n]) for n in out}
