@@ -15,6 +15,8 @@ import os
 import tempfile
 from typing import Any
 
+from jaxgrad._src.study import temporary_file
+
 
 def check_out_file(parser: Any, path: str) -> None:
     """Refuses (``parser.error``: one line, exit 2) an ``--out`` that cannot take a file."""
@@ -34,9 +36,9 @@ def write_json(path: str, obj: Any) -> None:
     path = os.path.abspath(path)  # the form check_out_file checked ("a/../b" included)
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-", suffix=".json")
+    tmp = temporary_file(folder, ".bench-", ".json")  # the umask's mode, not mkstemp's 0600
     try:
-        with os.fdopen(fd, "w") as fh:
+        with open(tmp, "w") as fh:
             json.dump(obj, fh, indent=1)
         os.replace(tmp, path)
     except BaseException:
