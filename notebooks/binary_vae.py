@@ -66,7 +66,7 @@ QUICK = os.environ.get("JAXGRAD_NOTEBOOK_QUICK", "") not in ("", "0")
 NUM_TRAIN, BATCH, LATENT = 2000, 100, 32
 # The quick run uses one key count for the variance and bias sections, so that each
 # estimator's study program is compiled once and reused (compiles dominate its time).
-QUICK_SIZES, FULL_SIZES = (120, 2000, 4000, 2000), (600, 500, 20_000, 10_000)
+QUICK_SIZES, FULL_SIZES = (120, 2000, 2000, 2000), (600, 500, 20_000, 10_000)
 STEPS, VAR_KEYS, REF_KEYS, BIAS_KEYS = QUICK_SIZES if QUICK else FULL_SIZES
 data = jaxgrad.data.binarized_mnist("train", synthetic_fallback=True, num_synthetic=NUM_TRAIN)
 if data.source == "mnist":
@@ -302,6 +302,7 @@ reference = jaxgrad.diagnostics.grad_stats(
     num_keys=REF_KEYS,
 )
 print(f"{'estimator':20} {'|mean - reference|':>18} {'noise floor':>11}")
+bias_stats = {}
 for name, (est, _) in ESTIMATORS.items():
     s = jaxgrad.diagnostics.grad_stats(
         batch_estimator(est),
@@ -311,8 +312,311 @@ for name, (est, _) in ESTIMATORS.items():
         x_var,
         num_keys=BIAS_KEYS,
     )
+    bias_stats[name] = s
     gap = float(np.linalg.norm(s.mean - reference.mean))
     floor = float(np.sqrt(np.sum(s.stderr**2 + reference.stderr**2)))
     print(f"{name:20} {gap:18.3f} {floor:11.3f}")
 
+# %% [markdown]
+# ## The frontier estimators at matched cost
+#
+# jaxgrad has six more unbiased estimators for binary latents. We compare them with
+# ARM, DisARM and RLOO at the common point of the previous section (the
+# DisARM-trained model and its encoder logits; 20 images, 4 in the quick run) and
+# at the **same cost**: every row spends `BUDGET = 6` evaluations of `f` per image
+# per estimate, a multiple of 2 (an ARM or DisARM pair) and of 3 (a UGC draw, a
+# REBAR or RELAX sample). The number of samples that spends it is read off the
+# registry, `jaxgrad.ESTIMATORS[name].cost("bernoulli", (32,), n)`: ARM and DisARM
+# 3 pairs, UGC 2 draws, REBAR and RELAX 2 samples, ARMS, RLOO, double CV and RODEO
+# 6 samples. Double CV, REBAR and RELAX also backpropagate through the decoder at
+# their samples (not counted, as in the registry), and RODEO evaluates its cheap
+# `h` at each sample and its 32 one-bit flips. With $p = \sigma(l)$,
+# $s(x) = x - p = \nabla_l \log q(x)$ and $K$ samples $x_k$:
+#
+# * **ARM** (Yin & Zhou, ICLR 2019, [arXiv:1807.11143](https://arxiv.org/abs/1807.11143)):
+#   one uniform $u$ per coin gives an antithetic pair,
+#   $\hat g = \big(f(\mathbb 1[u > \sigma(-l)]) - f(\mathbb 1[u < \sigma(l)])\big)(u - \tfrac12)$;
+#   DisARM (above) integrates $u$ out given the pair.
+# * **ARMS** (Dimitriev & Zhou, ICML 2021,
+#   [arXiv:2105.14141](https://arxiv.org/abs/2105.14141)): $K$ *mutually* antithetic
+#   samples from a Dirichlet copula (uniform spacings $d$, $x_k = \mathbb 1[d_k < 1 - (1-p)^{1/(K-1)}]$),
+#   each $\mathrm{Bernoulli}(p)$, any two with correlation $\rho(p) < 0$, and the
+#   leave-one-out estimator corrected for it,
+#   $\hat g = \frac{1}{(K-1)(1-\rho)} \sum_k \big(f(x_k) - \bar f\big)\, s(x_k)$.
+#   $K = 2$ is DisARM; independent samples ($\rho = 0$) give RLOO.
+# * **UGC** (Kunes, Yin, Land, Haviv, Pe'er & Tavaré, AAAI 2023,
+#   [arXiv:2208.06124](https://arxiv.org/abs/2208.06124)): DisARM's estimate for a
+#   coin near 0 or 1 is rarely non-zero and then large. On the boundary set
+#   $S = \{i : \min(p_i, 1 - p_i) < 1/(2D)\}$ UGC uses a *bitflip* estimate instead:
+#   with $b$ the first DisARM sample, $b^{(i)}$ it with bit $i$ flipped and $j$
+#   uniform on $S$,
+#   $\hat g_i = |S|\,\mathbb 1[j = i]\, p_i (1 - p_i)(2 b_i - 1)\big(f(b) - f(b^{(i)})\big)$,
+#   and DisARM's estimate elsewhere: a pair plus one flipped copy, 3 evaluations.
+# * **Double control variates** (Titsias & Shi, AISTATS 2022,
+#   [arXiv:2111.05300](https://arxiv.org/abs/2111.05300)): RLOO's leave-one-out
+#   baseline is a *local* control variate; the linear term of a Taylor expansion of
+#   $f$ is a *global* one whose score-function gradient is known exactly. With $c_k$
+#   the mean of $\nabla_x f$ at the other samples and $h_k = f(x_k) - \alpha\, c_k^\top (x_k - p)$,
+#   $\hat g = \frac1K \sum_k \big(h_k - \frac{1}{K-1}\sum_{j \ne k} h_j\big)\, s(x_k) + \alpha\, p(1-p) \odot \bar c$.
+#   It needs $\nabla_x f$ (not a black box); $\alpha = 0$ is RLOO exactly.
+# * **RODEO** (Shi, Zhou, Hwang, Titsias & Mackey, NeurIPS 2022,
+#   [arXiv:2202.09497](https://arxiv.org/abs/2202.09497)): a discrete *Stein
+#   operator* turns any function $h$ into a control variate with mean zero under $q$;
+#   for the random-scan Gibbs kernel
+#   $(\mathcal A h)(x) = \frac1D \sum_d q_d(1 - x_d)\,[h(x^{(d)}) - h(x)]$, with
+#   $x^{(d)}$ the point with bit $d$ flipped. RODEO adds such terms, with $h$ fed the
+#   other samples' mean $f_{-k}$, to RLOO's baseline and to its score term: no
+#   extra evaluation of $f$, unbiased for every $h$, and RLOO at $h = 0$.
+# * **REBAR** (Tucker, Mnih, Maddison, Lawson & Sohl-Dickstein, NeurIPS 2017,
+#   [arXiv:1703.07370](https://arxiv.org/abs/1703.07370)) and **RELAX** (Grathwohl,
+#   Choi, Wu, Roeder & Duvenaud, ICLR 2018, [arXiv:1711.00123](https://arxiv.org/abs/1711.00123)):
+#   a logistic sample $z$ with $b = \mathbb 1[z > 0]$ and $\tilde z \sim z \mid b$;
+#   a control variate $c$ of the continuous sample enters as a baseline and as its
+#   own reparameterized correction,
+#   $\hat g = [f(b) - c(\tilde z)]\, \nabla_l \log q(b) + \nabla_l c(z) - \nabla_l c(\tilde z)$,
+#   unbiased for any $c$. REBAR's is the relaxed cost $c = \eta f(\sigma(z/\lambda))$,
+#   here $\eta = 1$, $\lambda = 0.5$ (the registry's); RELAX learns
+#   $c = \eta f(\sigma(z/\lambda)) + \langle \phi, z \rangle$, which is REBAR at
+#   $(\eta, \phi) = (1, 0)$.
+#
+# **Tuning.** Double CV's $\alpha$ (one per logit, from the paper's 1), RODEO's
+# $h$ (the registry's linear $h^0 = \langle w_0, y\rangle$,
+# $h^1 = \langle w_1, y\rangle + \gamma f_{-k}$, from 0) and RELAX's $(\eta, \phi)$
+# (from REBAR's) are tuned for each image by Adam on `jaxgrad.variance_loss`,
+# $\sum_i \hat g_i^2$, whose gradient in the tuning parameters is an unbiased
+# estimate of the gradient of the total variance (double backprop). The recipe
+# is that of `jaxgrad study` (`diagnostics.TUNING_STEPS` = 200 steps of 16 keys;
+# step size 0.02 for $\alpha$ and $\eta$, $0.005\,\mathrm{std} f$ for $\phi$,
+# $0.1 \sqrt D\, \mathrm{std} f$ for $h$), on keys of its own, so the tuned
+# estimators stay unbiased; the quick run takes 50 steps. The paper's RODEO feeds
+# $h$ a Taylor expansion of $f$ around the other samples; jaxgrad's linear $h$ is
+# weaker.
+#
+# **One compiled program.** Each compile costs about a CPU second here, so the ten
+# rows share one `grad_stats` program: its "parameters" are one copy of the logits
+# per row, and the summed estimator leaves each row's gradient in its own slice.
+# Rows that differ only in their parameters run as one `vmap`: RLOO is double CV at
+# $\alpha = 0$ (the same samples and numbers as `jaxgrad.rloo`), beside double CV at
+# $\alpha = 1$ and tuned, and REBAR is RELAX at $(1, 0)$, beside tuned RELAX.
+
+# %%
+import matplotlib.pyplot as plt
+
+BUDGET = 6  # f-evaluations per image per estimate
+FRONT_IMAGES, FRONT_KEYS, TUNE_STEPS = (
+    (4, 500, 50) if QUICK else (20, 4000, jaxgrad.diagnostics.TUNING_STEPS)
+)
+TEMPERATURE = 0.5  # REBAR's and RELAX's relaxation sigma(z / 0.5), the registry's default
+bernoulli = jaxgrad.dists.bernoulli
+x_front, logits_front = x_var[:FRONT_IMAGES], logits_var[:FRONT_IMAGES]
+
+
+def samples_for(entry):
+    """The samples (pairs, draws) at which registry entry `entry` spends BUDGET evaluations."""
+    info = jaxgrad.ESTIMATORS[entry]
+    return next(n for n in range(1, BUDGET + 1) if info.cost("bernoulli", (LATENT,), n) == BUDGET)
+
+
+def relax_cv(z, cv, dec, x):
+    """RELAX's control variate: REBAR's relaxed cost times eta, plus <phi, z>."""
+    eta, phi = cv
+    return eta * f(jax.nn.sigmoid(z / TEMPERATURE), dec, x) + jnp.sum(phi * z)
+
+
+def rodeo_h(y, f_others, w, dec, x):
+    """RODEO's (h0, h1): linear in the point y, plus gamma times the others' mean f."""
+    del dec, x
+    w0, w1, gamma = w
+    return jnp.sum(w0 * y), jnp.sum(w1 * y) + gamma * f_others
+
+
+# compiled body -> (registry entry, its rows); the rows of one body differ only in theta
+BODIES = {
+    "arm": ["ARM"],
+    "disarm": ["DisARM"],
+    "arms": ["ARMS"],
+    "ugc": ["UGC"],
+    "double-cv": ["RLOO", "double CV, alpha=1", "double CV, tuned"],
+    "rodeo": ["RODEO, tuned"],
+    "relax": ["REBAR", "RELAX, tuned"],
+}
+LABELS = [label for rows in BODIES.values() for label in rows]
+ENTRY = {label: entry for entry, rows in BODIES.items() for label in rows}
+ENTRY["REBAR"], ENTRY["RLOO"] = "rebar", "rloo"  # the registry entries they equal
+
+
+def frontier_estimator(body, theta):
+    """est(key, logits, dec, x) of one body for one image, at that row's tuning parameters."""
+    n = samples_for(body)
+    if body == "arm":
+        return jaxgrad.arm(f, num_samples=n)
+    if body == "disarm":
+        return jaxgrad.disarm(f, num_samples=n)
+    if body == "arms":
+        return jaxgrad.arms(f, num_samples=n)
+    if body == "ugc":
+        return jaxgrad.ugc(f, num_samples=n)
+    if body == "double-cv":
+        return jaxgrad.double_cv(f, dist=bernoulli, num_samples=n, alpha=theta)
+    if body == "rodeo":
+        est = jaxgrad.rodeo(f, rodeo_h, num_samples=n)
+    else:  # relax
+        est = jaxgrad.relax(f, relax_cv, num_samples=n)
+    return lambda key, logits, dec, x: est(key, logits, theta, dec, x)
+
+
+def frontier_batch(key, logits, theta, dec, x):
+    """All rows on all images as one estimator: logits[body] is [rows, images, LATENT].
+
+    The sum over rows and images leaves every row's gradient in its own slice, each
+    row on keys of its own; theta[body] holds the rows' tuning parameters (stacked
+    along a leading row axis where a body has several rows, None where it has none).
+    """
+    total = jnp.zeros((), jnp.float32)
+    for i, (body, labels) in enumerate(BODIES.items()):
+        keys = jax.random.split(jax.random.fold_in(key, i), (len(labels), x.shape[0]))
+
+        def one(k, l, th, xi, body=body):
+            return frontier_estimator(body, th)(k, l, dec, xi)
+
+        per_image = jax.vmap(one, in_axes=(0, 0, None if theta[body] is None else 0, 0))
+        if len(labels) == 1:  # one row: no row axis to vmap over (it would compile slower)
+            total = total + jnp.sum(per_image(keys[0], logits[body][0], theta[body], x))
+        else:
+            per_row = jax.vmap(per_image, in_axes=(0, 0, 0, None))
+            total = total + jnp.sum(per_row(keys, logits[body], theta[body], x))
+    return total
+
+
+def initial_theta(num_images):
+    """Double CV's alpha = 1, RODEO's h = 0 (RLOO), RELAX's (eta, phi) = (1, 0) (REBAR)."""
+    zeros = jnp.zeros((num_images, LATENT), jnp.float32)
+    ones = jnp.ones((num_images,), jnp.float32)
+    return {"double-cv": 1 + zeros, "rodeo": (zeros, zeros, 0 * ones), "relax": (ones, zeros)}
+
+
+@jax.jit
+def tune(key, logits, theta, dec, x):
+    """TUNE_STEPS Adam steps on the variance loss of the three tuned bodies, all images."""
+    scale_key, step_key = jax.random.split(key)
+    b = jax.random.bernoulli(scale_key, jax.nn.sigmoid(logits), (64, *logits.shape))
+    fs = jax.vmap(jax.vmap(f, in_axes=(0, None, 0)), in_axes=(0, None, None))(
+        b.astype(jnp.float32), dec, x
+    )
+    std_f = jnp.std(fs, axis=0)  # [images]: the scale of h's and phi's step sizes
+    h_rate = 0.1 * np.sqrt(LATENT) * std_f
+    rates = {
+        "double-cv": 0.02,
+        "rodeo": (h_rate[:, None], h_rate[:, None], h_rate),
+        "relax": (0.02, 0.005 * std_f[:, None]),
+    }
+
+    def loss(theta, k):  # mean over 16 keys, summed over bodies and images
+        keys = jax.random.split(k, (len(theta), 16, x.shape[0]))
+        total = jnp.zeros((), jnp.float32)
+        for t, body in enumerate(theta):
+
+            def one(kk, l, th, xi, body=body):
+                est = lambda k_, l_: frontier_estimator(body, th)(k_, l_, dec, xi)  # noqa: E731
+                return jaxgrad.variance_loss(est)(kk, l)[0]
+
+            per_key = jax.vmap(jax.vmap(one), in_axes=(0, None, None, None))
+            total = total + jnp.sum(jnp.mean(per_key(keys[t], logits, theta[body], x), axis=0))
+        return total
+
+    adam = optax.scale_by_adam()
+
+    def step(carry, k):
+        theta, state = carry
+        value, grads = jax.value_and_grad(loss)(theta, k)
+        updates, state = adam.update(grads, state)
+        theta = jax.tree.map(lambda p, u, r: p - r * u, theta, updates, rates)
+        return (theta, state), value
+
+    keys = jax.random.split(step_key, TUNE_STEPS)
+    (theta, _), losses = jax.lax.scan(step, (theta, adam.init(theta)), keys)
+    return theta, losses
+
+
+t0 = time.perf_counter()
+init = initial_theta(FRONT_IMAGES)
+tuned, losses = tune(jax.random.key(6), logits_front, init, dec, x_front)
+losses = np.asarray(losses)
+k = max(1, TUNE_STEPS // 10)
+print(
+    f"tuning: {TUNE_STEPS} steps in {time.perf_counter() - t0:.1f} s; variance loss "
+    f"{losses[:k].mean():.4g} over the first {k} steps, {losses[-k:].mean():.4g} over the last {k}"
+)
+
+stack = lambda *trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)  # noqa: E731
+theta_rows = {  # each body's rows; the rows of double CV and RELAX stacked along axis 0
+    "arm": None,
+    "disarm": None,
+    "arms": None,
+    "ugc": None,
+    "double-cv": stack(0 * init["double-cv"], init["double-cv"], tuned["double-cv"]),
+    "rodeo": tuned["rodeo"],
+    "relax": stack(init["relax"], tuned["relax"]),
+}
+logits_rows = {b: jnp.broadcast_to(logits_front, (len(r), *logits_front.shape)) for b, r in BODIES.items()}
+t0 = time.perf_counter()
+front = jaxgrad.diagnostics.grad_stats(
+    frontier_batch, jax.random.key(7), logits_rows, theta_rows, dec, x_front, num_keys=FRONT_KEYS
+)
+print(f"{len(LABELS)} rows x {FRONT_KEYS} estimates in {time.perf_counter() - t0:.1f} s")
+
+# %% [markdown]
+# The table: samples per estimate, the summed variance of the encoder-logit
+# gradient (per image, as above), its ratio to RLOO's at the same cost, and a
+# z-test of each row's mean against the reference of the previous section: per
+# coordinate
+# $z_i = (\bar g_i - g^{\mathrm{ref}}_i) / \sqrt{\mathrm{se}_i^2 + (\mathrm{se}^{\mathrm{ref}}_i)^2}$,
+# summarized by the mean of $z_i^2$ over the coordinates (about 1 for an unbiased
+# estimator) and the largest $|z_i|$. The same test, on the previous section's
+# 20 images, rejects straight-through.
+
+
+# %%
+def z_test(mean, stderr, images):
+    """Mean z^2 and max |z| of estimates against the DisARM reference on `images` images."""
+    diff = mean - reference.mean[:images]
+    se2 = stderr**2 + reference.stderr[:images] ** 2
+    z2 = np.where(se2 > 0, diff**2 / np.where(se2 > 0, se2, 1.0), np.where(diff == 0, 0.0, np.inf))
+    return float(z2.mean()), float(np.sqrt(z2.max()))
+
+
+rows = {}
+for body, labels in BODIES.items():
+    for r, label in enumerate(labels):
+        var = float(front.variance[body][r].sum()) / FRONT_IMAGES
+        rows[label] = (var, *z_test(front.mean[body][r], front.stderr[body][r], FRONT_IMAGES))
+rloo = rows["RLOO"][0]
+print(f"{'estimator':20} {'samples':>7} {'grad var':>9} {'/ RLOO':>7} {'mean z^2':>8} {'max |z|':>7}")
+for label, (var, z2, zmax) in rows.items():
+    n = samples_for(ENTRY[label])
+    print(f"{label:20} {n:7d} {var:9.3g} {var / rloo:7.3f} {z2:8.2f} {zmax:7.2f}")
+for label, s in bias_stats.items():
+    z2, zmax = z_test(s.mean, s.stderr, x_var.shape[0])
+    print(f"{label:20} (previous section, 20 images)  mean z^2 {z2:.2f}, max |z| {zmax:.2f}")
+    if label != "ST binary Concrete":
+        assert z2 < 1.5 and zmax < 5, (label, z2, zmax)
+    else:  # the power check: the test rejects the biased estimator
+        assert z2 > 3, (label, z2)
+
+for label, (var, z2, zmax) in rows.items():  # every frontier row is unbiased
+    assert jaxgrad.ESTIMATORS[ENTRY[label]].unbiased
+    assert z2 < 1.5 and zmax < 5, (label, z2, zmax)
+assert rows["DisARM"][0] < 0.8 * rows["ARM"][0]
+assert rows["double CV, tuned"][0] < 0.5 * rows["ARM"][0]
+
+fig, ax = plt.subplots(figsize=(6, 3.2))
+ax.barh(list(rows)[::-1], [v[0] for v in rows.values()][::-1])
+ax.axvline(rloo, color="gray", lw=0.8, ls="--")
+ax.set_xscale("log")
+ax.set_xlabel(f"summed variance of the encoder-logit gradient per image ({BUDGET} f-evals)")
+ax.set_title(f"binary VAE, DisARM-trained model, {FRONT_IMAGES} images (dashed: RLOO)", fontsize=9)
+fig.tight_layout()
+plt.show()
+
+# %%
 print(f"\ntotal run time {time.perf_counter() - start:.1f} s")
