@@ -68,22 +68,6 @@ def _deselect_bitwise(config, items):
         items[:] = keep
 
 
-#: The files with the longest tests (notebook and CLI subprocesses, shared studies, training
-#: runs), scheduled first: xdist hands out work in collection order, so a long test
-#: collected last keeps one core busy while the other idles.
-LONG_FIRST = (
-    "test_notebooks.py",
-    "test_train.py",
-    "test_cli.py",
-    "test_docs.py",
-    "test_bitwise.py",
-    "test_dists_implicit.py",
-    "test_multiprocess.py",
-    "test_double_cv.py",
-    "test_arms.py",
-)
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Makes ``--dist loadgroup`` group ``xdist_group`` tests on pytest >= 9.2.
@@ -93,11 +77,9 @@ def pytest_collection_modifyitems(config, items):
     tests were spread over workers and every worker recomputed the cached studies
     they share. This applies the same tag where pytest reads it; on older pytest
     xdist's own tag works and this does nothing. It first deselects the ``bitwise``
-    tests under the classic emitters and moves the files of ``LONG_FIRST`` to the front.
+    tests under the classic emitters.
     """
     _deselect_bitwise(config, items)
-    rank = {name: i for i, name in enumerate(LONG_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))  # stable
     if not getattr(config.option, "loadgroup", False):
         return
     try:
