@@ -7,6 +7,7 @@ import json
 import math
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -109,6 +110,52 @@ def test_the_temperature_schedule_is_the_floored_exponential(t0, rate, floor):
     got = [float(trainer.temperature(jnp.asarray(s))) for s in (0, 1, 3, 10)]
     want = [max(min(floor, t0), t0 * math.exp(-rate * s)) for s in (0, 1, 3, 10)]
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+# ------------------------------------------------------------ the training ELBO
+
+
+def _exact_elbo(model, params, x):
+    """The ELBO of each image of ``x`` by enumerating every latent value of a tiny model."""
+    f = vae.cost(model)
+    shape = model.latent_shape
+    if model.variable == "bernoulli":
+        grid = np.array(np.meshgrid(*[[0.0, 1.0]] * shape[0], indexing="ij"))
+        values = jnp.asarray(grid.reshape(shape[0], -1).T, jnp.float32)
+    else:
+        idx = np.array(np.meshgrid(*[range(shape[1])] * shape[0], indexing="ij"))
+        values = jax.nn.one_hot(idx.reshape(shape[0], -1).T, shape[1], dtype=jnp.float32)
+
+    def one(xx):
+        logits = vae.encode(model, params["encoder"], xx)
+        log_q = jax.vmap(lambda z: vae.log_q(model, logits, z))(values)
+        fz = jax.vmap(lambda z: f(z, *vae.cost_args(model, params, xx)))(values)
+        return -(jnp.sum(jnp.exp(log_q) * fz) + vae.analytic_term(model, logits))
+
+    return jax.vmap(one)(x)
+
+
+@pytest.mark.parametrize("model", [vae.binary("nonlinear", latent=3), vae.categorical(3, 2)])
+def test_the_training_elbo_is_an_unbiased_one_sample_estimate(model, images):
+    """Each image's one-sample ELBO averages to its exact ELBO (z-test on 4000 draws); the
+    same test rejects samples from a wrong law (the first logit of each variable + 0.5)."""
+    x = images[0][:3].astype(jnp.float32)
+    params = vae.init(model, jax.random.key(1), jnp.full((784,), 0.3))
+    exact = np.asarray(_exact_elbo(model, params, x))
+    keys = jax.random.split(jax.random.key(2), (2, 4000))
+
+    def shifted(key):  # z from a q with another first logit, scored as if from q: biased
+        logits = jax.vmap(lambda xx: vae.encode(model, params["encoder"], xx))(x)
+        shift = jnp.where(jnp.arange(logits.shape[-1]) == 0, 0.5, 0.0).astype(logits.dtype)
+        z = vae.sample(model, key, logits + shift, 1)[0]
+        fz = jax.vmap(lambda zz, xx: vae.cost(model)(zz, *vae.cost_args(model, params, xx)))
+        return -(fz(z, x) + jax.vmap(lambda l: vae.analytic_term(model, l))(logits))
+
+    ours = (lambda k: vae.elbo_samples(model, params, k, x), True)
+    for (fn, unbiased), ks in zip([ours, (shifted, False)], keys, strict=True):
+        draws = np.asarray(jax.jit(jax.vmap(fn))(ks), np.float64)  # [4000, 3]
+        z = (draws.mean(0) - exact) / (draws.std(0, ddof=1) / math.sqrt(len(draws)))
+        assert (np.max(np.abs(z)) < 4.0) == unbiased, (z, unbiased)
 
 
 # ------------------------------------------------------- resume and vmapped seeds

@@ -207,8 +207,14 @@ def iwae_bound(model: Model, params: dict[str, Any], key: Any, x: Array, num: in
     return jax.nn.logsumexp(log_w) - math.log(num)
 
 
-def elbo_sample(model: Model, params: dict[str, Any], key: Any, x: Array) -> Array:
-    """One-sample estimate of the ELBO of image ``x``: ``-(f(z) + A(q))``, ``z ~ q`` exact."""
-    logits = encode(model, params["encoder"], x)
+def elbo_samples(model: Model, params: dict[str, Any], key: Any, x: Array) -> Array:
+    """One-sample estimates of the ELBO of a batch ``x`` ``[B, 784]``: ``-(f(z_i) + A(q_i))``.
+
+    Each ``z_i ~ q(z | x_i)`` is exact, and the noise of the whole batch is one
+    draw from ``key`` (not a key per image: the same law, a smaller program).
+    """
+    logits = jax.vmap(lambda xx: encode(model, params["encoder"], xx))(x)
     z = sample(model, key, logits, 1)[0]
-    return -(cost(model)(z, *cost_args(model, params, x)) + analytic_term(model, logits))
+    f = cost(model)
+    values = jax.vmap(lambda zz, xx: f(zz, *cost_args(model, params, xx)))(z, x)
+    return -(values + jax.vmap(lambda l: analytic_term(model, l))(logits))
