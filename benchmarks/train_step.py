@@ -63,7 +63,23 @@ def _neg_joint(dec, prior, b, x):  # -log p(x, b)
     )
 
 
-def _surrogate(name, params, x, key):
+def batch_uniform(key, shape):
+    """The estimator's noise for the whole batch: one draw."""
+    return jax.random.uniform(key, shape)
+
+
+def per_image_uniform(key, shape):
+    """The same noise drawn as ``jaxgrad train`` draws it: a key split per image (the batch is
+    the second-last axis) and one padded flat draw per image (``samplers.uniform_open``)."""
+    from jaxgrad._src import samplers
+
+    *lead, batch, dim = shape
+    keys = jax.random.split(key, batch)
+    u = jax.vmap(lambda k: samplers.uniform_open(k, (*lead, dim), jnp.float32))(keys)
+    return jnp.moveaxis(u, 0, -2)
+
+
+def _surrogate(name, params, x, key, uniform=batch_uniform):
     """Batch mean of the negative ELBO whose gradient is the estimator's (by hand)."""
     enc, dec, prior = params["encoder"], params["decoder"], params["prior"]
     logits = _mlp(enc, x)  # [B, D]
@@ -72,14 +88,14 @@ def _surrogate(name, params, x, key):
     neg_h = jnp.sum(p * logits - jax.nn.softplus(logits), axis=-1)
     f = jax.vmap(lambda b, xx: _neg_joint(dec, prior, b, xx))
     if name == "rloo":
-        u = jax.random.uniform(key, (2, *logits.shape))
+        u = uniform(key, (2, *logits.shape))
         b = (u < sg(p)).astype(jnp.float32)
         fv = jax.vmap(f, (0, None))(b, x)  # [2, B]
         adv = sg(fv - fv[::-1])  # f_k - f_other
         logq = jnp.sum(b * logits - jax.nn.softplus(logits), axis=-1)
         return jnp.mean(jnp.mean(fv, 0) + 0.5 * jnp.sum(adv * logq, 0) + neg_h)
     if name == "disarm":
-        u = jax.random.uniform(key, logits.shape)
+        u = uniform(key, logits.shape)
         b1 = (u < sg(p)).astype(jnp.float32)
         b2 = (1 - u < sg(p)).astype(jnp.float32)
         f1, f2 = f(b1, x), f(b2, x)
@@ -94,7 +110,8 @@ def _surrogate(name, params, x, key):
     raise ValueError(name)
 
 
-def hand_step(name):
+def hand_step(name, uniform=batch_uniform):
+    """The step by hand; ``uniform(key, shape)`` draws the estimator's noise."""
     import optax
 
     opt = optax.adam(LR)
@@ -104,7 +121,7 @@ def hand_step(name):
         idx = jax.random.randint(k_batch, (BATCH,), 0, data.shape[0])
         x = data[idx].astype(jnp.float32)
         params = state["params"]
-        grads = jax.grad(lambda pa: _surrogate(name, pa, x, k_est))(params)
+        grads = jax.grad(lambda pa: _surrogate(name, pa, x, k_est, uniform))(params)
         logits = _mlp(params["encoder"], x)
         u = jax.random.uniform(k_elbo, logits.shape)
         b = (u < jax.nn.sigmoid(logits)).astype(jnp.float32)
@@ -128,6 +145,17 @@ def hand_step(name):
         return new, (elbo, var)
 
     return step
+
+
+def jaxgrad_trainer(kind, name, data, test, path):
+    """``(trainer, state of seed 0)``: the step ``jaxgrad train binary-vae`` compiles."""
+    model = vae.binary(kind)
+    config = train.Config(
+        "binary-vae", model, 1, (0,), BATCH, LR, 1, 4, None, 1e-4, 0.5, path, int(data.shape[0])
+    )
+    (spec,) = train.resolve_estimators("binary-vae", model, [name], None)
+    tr = train._Trainer(config, spec, data, test)
+    return tr, jax.tree.map(lambda x: x[0], tr.init_state())
 
 
 # --- timing -----------------------------------------------------------------------
@@ -275,26 +303,8 @@ def main() -> None:
     }
     try:
         for kind in ("linear", "nonlinear"):
-            model = vae.binary(kind)
             for name in ("rloo", "disarm", "relax"):
-                config = train.Config(
-                    "binary-vae",
-                    model,
-                    1,
-                    (0,),
-                    BATCH,
-                    LR,
-                    1,
-                    4,
-                    None,
-                    1e-4,
-                    0.5,
-                    path,
-                    int(data.shape[0]),
-                )
-                (spec,) = train.resolve_estimators("binary-vae", model, [name], None)
-                tr = train._Trainer(config, spec, data, test)
-                state = jax.tree.map(lambda x: x[0], tr.init_state())
+                tr, state = jaxgrad_trainer(kind, name, data, test, path)
                 key = jax.random.key(0)
                 ours, ours_c = _time_jax(tr.step, state, key, data, args.steps, args.repeats)
                 row = {
