@@ -15,9 +15,15 @@ the same step, measured in one process on the same data:
   written by hand here).
 
 Each step is jitted on its own and called ``--steps`` times in a Python loop
-(dispatch included in both JAX columns), best of ``--repeats``. ``compile``
-is the time to lower and compile one step. Ratios: jaxgrad / hand-written
-JAX time (target <= 1.05) and PyTorch / jaxgrad time (target >= 2).
+(dispatch included in both JAX columns); the variants take turns for
+``--repeats`` rounds, and the figures are medians (ratios: the median of the
+per-round ratios). ``compile``
+is the time to lower and compile one step. The *scanned* columns run the
+same ``--steps`` steps inside one compiled ``lax.scan``, as ``jaxgrad train``
+does (its chunks of ``--log-every`` steps): one dispatch per chunk, where the
+loop pays one per step for the state's ~20 buffers. Ratios: jaxgrad /
+hand-written JAX time (target <= 1.05) and PyTorch / jaxgrad time (target
+>= 2), for both.
 
     python benchmarks/train_step.py [--data PATH] [--steps 200] [--repeats 3] [--out FILE]
 """
@@ -28,6 +34,7 @@ import argparse
 import datetime
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -161,21 +168,56 @@ def jaxgrad_trainer(kind, name, data, test, path):
 # --- timing -----------------------------------------------------------------------
 
 
-def _time_jax(step, state, key, data, steps, repeats):
+def _loop_timer(step, state, key, data, steps):
+    """``(compile s, round)``: ``round()`` is the seconds per step of ``steps`` calls of the
+    jitted step from Python (a dispatch per step), after one warm call."""
     t0 = time.perf_counter()
     compiled = jax.jit(step).lower(state, jnp.asarray(0, jnp.int32), key, data).compile()
     compile_s = time.perf_counter() - t0
-    best = math.inf
-    for _ in range(repeats):
+    jax.block_until_ready(compiled(state, jnp.asarray(0, jnp.int32), key, data))
+
+    def one_round():
         st = state
-        out = compiled(st, jnp.asarray(0, jnp.int32), key, data)
-        jax.block_until_ready(out)
         t0 = time.perf_counter()
         for i in range(steps):
             st, m = compiled(st, jnp.asarray(i, jnp.int32), key, data)
         jax.block_until_ready((st, m))
-        best = min(best, (time.perf_counter() - t0) / steps)
-    return best, compile_s
+        return (time.perf_counter() - t0) / steps
+
+    return compile_s, one_round
+
+
+def _scan_timer(step, state, key, data, steps):
+    """``(compile s, round)`` for ``steps`` steps in one compiled ``lax.scan``, as ``jaxgrad
+    train`` runs them (one dispatch per chunk, not per step)."""
+
+    def chunk(st, key, data):
+        return jax.lax.scan(lambda s, i: step(s, i, key, data), st, jnp.arange(steps))
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(chunk).lower(state, key, data).compile()
+    compile_s = time.perf_counter() - t0
+    jax.block_until_ready(compiled(state, key, data))
+
+    def one_round():
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(state, key, data))
+        return (time.perf_counter() - t0) / steps
+
+    return compile_s, one_round
+
+
+def _interleaved(timers, repeats):
+    """``{name: [seconds per step of each round]}``, the timers taking turns round by round."""
+    times = {name: [] for name in timers}
+    for _ in range(repeats):
+        for name, one_round in timers.items():
+            times[name].append(one_round())
+    return times
+
+
+def _median_ratio(a, b):
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def _time_torch(name, kind, data_np, steps, repeats):
@@ -305,25 +347,37 @@ def main() -> None:
         for kind in ("linear", "nonlinear"):
             for name in ("rloo", "disarm", "relax"):
                 tr, state = jaxgrad_trainer(kind, name, data, test, path)
+                timers = {}
                 key = jax.random.key(0)
-                ours, ours_c = _time_jax(tr.step, state, key, data, args.steps, args.repeats)
+                ours = (tr.step, state, key, data)
+                ours_c, timers["jaxgrad"] = _loop_timer(*ours, args.steps)
+                timers["jaxgrad_scan"] = _scan_timer(*ours, args.steps)[1]
+                if name != "relax":
+                    hand_state = {k: state[k] for k in ("params", "opt", "m1", "m2")}
+                    hand = (hand_step(name), hand_state, key, data)
+                    hand_c, timers["jax"] = _loop_timer(*hand, args.steps)
+                    timers["jax_scan"] = _scan_timer(*hand, args.steps)[1]
+                times = _interleaved(timers, args.repeats)
+                med = {k: statistics.median(v) for k, v in times.items()}
                 row = {
                     "model": kind,
                     "estimator": name,
-                    "jaxgrad_ms": 1e3 * ours,
+                    "jaxgrad_ms": 1e3 * med["jaxgrad"],
                     "jaxgrad_compile_s": ours_c,
+                    "jaxgrad_scan_ms": 1e3 * med["jaxgrad_scan"],
                 }
                 if name != "relax":
-                    hand_state = {k: state[k] for k in ("params", "opt", "m1", "m2")}
-                    hand, hand_c = _time_jax(
-                        hand_step(name), hand_state, key, data, args.steps, args.repeats
-                    )
-                    row.update(jax_ms=1e3 * hand, jax_compile_s=hand_c, ratio_jax=ours / hand)
+                    row.update(jax_ms=1e3 * med["jax"], jax_compile_s=hand_c)
+                    row.update(ratio_jax=_median_ratio(times["jaxgrad"], times["jax"]))
+                    row.update(jax_scan_ms=1e3 * med["jax_scan"])
+                    scan = _median_ratio(times["jaxgrad_scan"], times["jax_scan"])
+                    row.update(ratio_jax_scan=scan)
                     t = _torch_in_subprocess(
                         name, kind, path, max(args.steps // 4, 10), args.repeats
                     )
                     if t is not None:
-                        row.update(torch_ms=1e3 * t, torch_over_jaxgrad=t / ours)
+                        row.update(torch_ms=1e3 * t, torch_over_jaxgrad=t / med["jaxgrad"])
+                        row.update(torch_over_jaxgrad_scan=t / med["jaxgrad_scan"])
                 rows.append(row)
                 print(row, flush=True)
         doc["partial"] = False
@@ -335,13 +389,16 @@ def main() -> None:
         return format(r[k], fmt) if k in r else "-"
 
     cols = ["model", "estimator", "jaxgrad ms", "jax ms", "jaxgrad / jax", "torch ms"]
-    cols += ["torch / jaxgrad", "compile s (jaxgrad, jax)"]
+    cols += ["torch / jaxgrad", "compile s (jaxgrad, jax)", "scanned: jaxgrad ms", "jax ms"]
+    cols += ["jaxgrad / jax", "torch / jaxgrad"]
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         cells = [r["model"], r["estimator"], f"{r['jaxgrad_ms']:.2f}", g(r, "jax_ms", ".2f")]
         cells += [g(r, "ratio_jax", ".3f"), g(r, "torch_ms", ".2f")]
         cells += [g(r, "torch_over_jaxgrad", ".2f")]
         cells += [f"{r['jaxgrad_compile_s']:.2f}, {g(r, 'jax_compile_s', '.2f')}"]
+        cells += [f"{r['jaxgrad_scan_ms']:.2f}", g(r, "jax_scan_ms", ".2f")]
+        cells += [g(r, "ratio_jax_scan", ".3f"), g(r, "torch_over_jaxgrad_scan", ".2f")]
         print("| " + " | ".join(cells) + " |")
 
 
