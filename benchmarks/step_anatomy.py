@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import os
 import re
 import statistics
@@ -49,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import results  # noqa: E402
 import train_step  # noqa: E402
 
-from jaxgrad._src import problems, train  # noqa: E402
+from jaxgrad._src import problems  # noqa: E402
 from jaxgrad._src.estimators import common  # noqa: E402
 
 
@@ -120,16 +119,6 @@ def _hlo_size(compiled):
     return ops, fusions
 
 
-def _time_steps(compiled, state, key, data, steps):
-    st = state
-    jax.block_until_ready(compiled(st, jnp.asarray(0, jnp.int32), key, data))
-    t0 = time.perf_counter()
-    for i in range(steps):
-        st, m = compiled(st, jnp.asarray(i, jnp.int32), key, data)
-    jax.block_until_ready((st, m))
-    return (time.perf_counter() - t0) / steps
-
-
 def measure(kind, name, data, test, path, steps, repeats):
     """One row per variant of ``(kind, name)``."""
     key = jax.random.key(0)
@@ -143,7 +132,7 @@ def measure(kind, name, data, test, path, steps, repeats):
             compiled[label] = c
             if r:
                 builds[label].append((trace_s, compile_s))
-                times[label].append(_time_steps(c, state, key, data, steps))
+                times[label].append(train_step.time_loop(c, state, key, data, steps))
     rows = []
     for label, *_ in variants:
         ops, fusions = _hlo_size(compiled[label])
@@ -182,20 +171,9 @@ def main() -> None:
     if args.out is not None:
         results.check_out_file(parser, args.out)
     path = args.data or problems.default_data_path()
-    try:
-        data, test = train.load_data(path, None, 4)
-    except train.TrainError as err:
-        parser.error(str(err))
-    rows = []
-    doc = {
-        "benchmark": "step_anatomy",
-        "date": datetime.date.today().isoformat(),
-        "jax": jax.__version__,
-        "platform": jax.devices()[0].platform,
-        "load": os.getloadavg()[0],
-        "rows": rows,
-        "partial": True,
-    }
+    data, test = train_step.load_data_or_exit(parser, path)
+    doc = train_step.new_doc("step_anatomy")
+    rows = doc["rows"]
     try:
         for kind in models:
             for name in ("rloo", "disarm"):

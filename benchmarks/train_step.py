@@ -165,26 +165,48 @@ def jaxgrad_trainer(kind, name, data, test, path):
     return tr, jax.tree.map(lambda x: x[0], tr.init_state())
 
 
+def load_data_or_exit(parser, path):
+    """``(train, test)`` images, or the parser's one-line error."""
+    try:
+        return train.load_data(path, None, 4)
+    except train.TrainError as err:
+        parser.error(str(err))
+
+
+def new_doc(benchmark):
+    """The JSON document of a training-step benchmark, ``partial`` until it finishes."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.date.today().isoformat(),
+        "jax": jax.__version__,
+        "platform": jax.devices()[0].platform,
+        "load": os.getloadavg()[0],
+        "batch": BATCH,
+        "rows": [],
+        "partial": True,
+    }
+
+
 # --- timing -----------------------------------------------------------------------
 
 
 def _loop_timer(step, state, key, data, steps):
-    """``(compile s, round)``: ``round()`` is the seconds per step of ``steps`` calls of the
-    jitted step from Python (a dispatch per step), after one warm call."""
+    """``(compile s, round)``: ``round()`` is :func:`time_loop` of the compiled step."""
     t0 = time.perf_counter()
     compiled = jax.jit(step).lower(state, jnp.asarray(0, jnp.int32), key, data).compile()
     compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(state, jnp.asarray(0, jnp.int32), key, data))
+    return compile_s, lambda: time_loop(compiled, state, key, data, steps)
 
-    def one_round():
-        st = state
-        t0 = time.perf_counter()
-        for i in range(steps):
-            st, m = compiled(st, jnp.asarray(i, jnp.int32), key, data)
-        jax.block_until_ready((st, m))
-        return (time.perf_counter() - t0) / steps
 
-    return compile_s, one_round
+def time_loop(compiled, state, key, data, steps):
+    """Seconds per step of ``steps`` calls of a compiled step from Python, after a warm call."""
+    st = state
+    jax.block_until_ready(compiled(st, jnp.asarray(0, jnp.int32), key, data))
+    t0 = time.perf_counter()
+    for i in range(steps):
+        st, m = compiled(st, jnp.asarray(i, jnp.int32), key, data)
+    jax.block_until_ready((st, m))
+    return (time.perf_counter() - t0) / steps
 
 
 def _scan_timer(step, state, key, data, steps):
@@ -329,20 +351,9 @@ def main() -> None:
         t = _time_torch(*args.torch, x, args.steps, args.repeats)
         print("nan" if t is None else repr(t))
         return
-    try:
-        data, test = train.load_data(path, None, 4)
-    except train.TrainError as err:
-        parser.error(str(err))
-    rows = []
-    doc = {
-        "benchmark": "train_step",
-        "date": datetime.date.today().isoformat(),
-        "jax": jax.__version__,
-        "platform": jax.devices()[0].platform,
-        "batch": BATCH,
-        "rows": rows,
-        "partial": True,
-    }
+    data, test = load_data_or_exit(parser, path)
+    doc = new_doc("train_step")
+    rows = doc["rows"]
     try:
         for kind in ("linear", "nonlinear"):
             for name in ("rloo", "disarm", "relax"):

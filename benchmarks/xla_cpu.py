@@ -276,22 +276,8 @@ def _send(obj):
     print(PROTO + json.dumps(obj), flush=True)
 
 
-def _time_compiled(compiled, state, key, data, steps):
-    """One round of ``train_step._time_jax``'s loop on an already compiled step."""
-    import jax
-    import jax.numpy as jnp
-
-    st = state
-    jax.block_until_ready(compiled(st, jnp.asarray(0, jnp.int32), key, data))
-    t0 = time.perf_counter()
-    for i in range(steps):
-        st, m = compiled(st, jnp.asarray(i, jnp.int32), key, data)
-    jax.block_until_ready((st, m))
-    return (time.perf_counter() - t0) / steps
-
-
 def _time_dispatch(compiled, state, key, data, n):
-    """``_time_compiled``'s loop on a trivial program: the same state goes in every call."""
+    """``train_step.time_loop`` on a trivial program: the same state goes in every call."""
     import jax
     import jax.numpy as jnp
 
@@ -495,13 +481,13 @@ def jax_worker(args):
         n = cmd["n"]
         if cmd["cmd"] == "step":
             kind = cmd["model"]
-            _send({"s": _time_compiled(compiled[kind], states[kind], key, data, n)})
+            _send({"s": train_step.time_loop(compiled[kind], states[kind], key, data, n)})
         elif cmd["cmd"] == "profile":
             kind = cmd["model"]
             c, ins = dots_only[kind]
             _send(
                 {
-                    "step": _time_compiled(compiled[kind], states[kind], key, data, n),
+                    "step": train_step.time_loop(compiled[kind], states[kind], key, data, n),
                     "dots_only": _time_calls(c, (ins,), n),
                     "dispatch": _time_dispatch(trivial[kind], states[kind], key, data, n),
                 }
