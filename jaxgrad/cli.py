@@ -87,6 +87,25 @@ def _finite_floats(text: str) -> tuple[float, ...]:
     return tuple(_finite_float(t) for t in parts)
 
 
+_NUMBERS = re.compile(r"-(?:\d|\.\d|inf|nan)[^,]*(?:,[^,]+)*", re.IGNORECASE)
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--opt -2,0.5`` as ``--opt=-2,0.5``: argparse reads a negative list as an option.
+
+    (It accepts ``--k -2`` but not ``--logit -2,0.5``; a value is glued to the option
+    before it only where the value starts with ``-`` and a digit, ``.``, ``inf`` or ``nan``.)
+    """
+    out: list[str] = []
+    for tok in argv:
+        prev = out[-1] if out else ""
+        if prev.startswith("--") and "=" not in prev and _NUMBERS.fullmatch(tok):
+            out[-1] = f"{prev}={tok}"
+        else:
+            out.append(tok)
+    return out
+
+
 def _positive_float(text: str) -> float:
     value = _finite_float(text)
     if not value > 0:
@@ -618,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _use_all_cpu_cores()
     record = ["jaxgrad", *argv]
     try:
-        ns = _parser().parse_args(argv)
+        ns = _parser().parse_args(_join_negative_values(argv))
         if ns.command == "list":
             _list(sys.stdout)
             return 0

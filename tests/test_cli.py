@@ -209,6 +209,8 @@ ERRORS = [
     (["study", "bernoulli-toy", "--seed", str(-(2**63) - 1)], "--seed must fit in 64 bits"),
     (["study", "bernoulli-toy", "--logit", "40"], "the coin never flips"),
     (["study", "bernoulli-toy", "--logit=-1000"], "the coin never flips"),
+    (["study", "bernoulli-toy", "--logit", "-2,-1000"], "the coin never flips"),
+    (["study", "gaussian", "--scale", "-inf"], "argument --scale: must be a finite number"),
     (["study", "bernoulli-toy", "--p", "0.3,1e-9"], "the coin never flips"),
     (["study", "bernoulli-toy", "--estimators", ","], "--estimators names no estimator (got ',')"),
     (["study", "bernoulli-toy", "--num-keys", str(2**32)], "--num-keys must be below 2**32"),
@@ -221,6 +223,19 @@ ERRORS = [
     ),
     (["study", "bernoulli-toy", "--tune-steps", "-1"], "--tune-steps must be at least 0"),
 ]
+
+
+def test_negative_numbers_are_values_with_or_without_an_equals_sign():
+    """``--logit -2,0.5`` means ``--logit=-2,0.5`` (argparse alone reads it as an option)."""
+    for argv in (["--logit", "-2,0.5"], ["--logit=-2,0.5"]):
+        ns = cli._parser().parse_args(cli._join_negative_values(["study", "bernoulli-toy", *argv]))
+        assert ns.logit == (-2.0, 0.5)
+    ns = cli._parser().parse_args(
+        cli._join_negative_values(["study", "gaussian", "--k", "-1e-3", "--loc", "-.5"])
+    )
+    assert (ns.k, ns.loc) == (-1e-3, -0.5)
+    words = ["--estimators", "-x", "--p", "0.1"]
+    assert cli._join_negative_values(words) == words  # only numbers are glued
 
 
 def test_binary_vae_default_data_comes_from_the_environment(tmp_path, monkeypatch, capsys):
