@@ -127,9 +127,7 @@ grid_j = np.repeat(np.arange(len(FUNCTIONS), dtype=np.int32), NUM_K)  # [points]
 grid_k = np.tile(KS, len(FUNCTIONS))
 # The exact (d/dmu, d/dsigma) at each (j, k), [points, 2], in one small compiled program.
 exact_grads = jax.jit(lambda ks: [diag.gaussian_exact_grad(n, MU, SIGMA, k=ks) for n in FUNCTIONS])
-exact = np.stack(
-    [np.broadcast_to(np.asarray(g), KS.shape) for pair in exact_grads(KS) for g in pair]
-)  # [function x parameter, k]; d/dsigma (x - k)^2 = 2 sigma is a scalar
+exact = np.stack([np.asarray(g) for pair in exact_grads(KS) for g in pair])  # [function x param, k]
 exact = exact.reshape(len(FUNCTIONS), 2, NUM_K).transpose(0, 2, 1).reshape(-1, 2)
 
 key = jax.random.key(0)  # the same keys for every estimator and every (j, k)

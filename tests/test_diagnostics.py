@@ -81,7 +81,11 @@ def test_grad_stats_reproduces_exact_toy_variances(name, key):
         key, sub = jax.random.split(key)
         exact = p * (1 - p) * (1 - 2 * t)
         s = dg.grad_stats(
-            est, sub, logit(p), jnp.float32(t), num_keys=size(500_000, 200_000),
+            est,
+            sub,
+            logit(p),
+            jnp.float32(t),
+            num_keys=size(500_000, 200_000),
             exact=jnp.full((1,), exact),
         )
         want = table[name]
@@ -320,6 +324,14 @@ def test_gaussian_closed_forms_sum_over_coordinates_and_errors():
         np.testing.assert_allclose(
             dg.gaussian_exact_grad(function, loc, scale, k=2.0), auto, rtol=1e-12
         )
+        # Per-coordinate constants k_i broadcast with loc and scale (one mu, sigma for both).
+        ks = jnp.array([0.5, 2.0], jnp.float64)
+        per = jax.grad(
+            lambda m, s, fn=function, ks=ks: dg.gaussian_expectation(fn, m, s, k=ks), (0, 1)
+        )
+        got = dg.gaussian_exact_grad(function, loc[0], scale[0], k=ks)
+        assert got[0].shape == got[1].shape == (2,)
+        np.testing.assert_allclose(got, per(loc[:1].repeat(2), scale[:1].repeat(2)), rtol=1e-12)
     for fn in (dg.gaussian_test_function, dg.gaussian_exact_grad, dg.gaussian_expectation):
         args = ("sin", 1.0) if fn is dg.gaussian_test_function else ("sin", 0.0, 1.0)
         kwargs = {} if fn is dg.gaussian_test_function else {"k": 1.0}

@@ -137,7 +137,7 @@ def gaussian_expectation(function: str, loc: Any, scale: Any, *, k: float) -> Ar
       function: ``"square"``, ``"exp"`` or ``"cos"``.
       loc: the means ``mu``.
       scale: the standard deviations ``sigma``.
-      k: the function's constant.
+      k: the function's constant: a float, or an array of per-coordinate constants.
 
     Returns:
       The expectation, a scalar.
@@ -179,10 +179,12 @@ def gaussian_exact_grad(function: str, loc: Any, scale: Any, *, k: float) -> tup
       function: ``"square"``, ``"exp"`` or ``"cos"``.
       loc: the means ``mu``.
       scale: the standard deviations ``sigma``.
-      k: the function's constant.
+      k: the function's constant: a float, or an array of per-coordinate constants
+        ``k_i`` (``f = sum_i (x_i - k_i)^2`` and so on).
 
     Returns:
-      ``(d/dloc, d/dscale)``, each of the broadcast shape of ``loc`` and ``scale``.
+      ``(d/dloc, d/dscale)``, each of the broadcast shape of ``loc``, ``scale`` and
+      ``k``.
 
     Raises:
       ValueError: for an unknown ``function``.
@@ -198,7 +200,8 @@ def gaussian_exact_grad(function: str, loc: Any, scale: Any, *, k: float) -> tup
       JMLR 2020, sec. 3. https://jmlr.org/papers/v21/19-346.html
     """
     _check_test_function(function, "gaussian_exact_grad")
-    mu, s = jnp.broadcast_arrays(jnp.asarray(loc), jnp.asarray(scale))
+    shape = jnp.broadcast_shapes(jnp.shape(loc), jnp.shape(scale), jnp.shape(k))
+    mu, s = (jnp.broadcast_to(jnp.asarray(a), shape) for a in (loc, scale))
     if function == "square":
         return 2 * (mu - k), 2 * s
     if function == "exp":
