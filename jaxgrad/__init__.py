@@ -22,7 +22,7 @@ Public API, by layer (data flows one way, top to bottom):
 * variational objectives (``_src/estimators/multi_sample.py``): ``elbo`` (with
   STL), ``iwae_bound``, ``vimco``, ``dreg``, registered in ``OBJECTIVES``;
 * Fisher information (``_src/fisher.py``): ``fisher_vector_product``,
-  ``empirical_fisher_vector_product``, ``natural_gradient``;
+  ``empirical_fisher_vector_product``, ``natural_gradient`` (and its ``CGInfo``);
 * studies: the ``diagnostics`` module and the ``jaxgrad study`` command;
 * the shared binarized MNIST: the ``data`` module.
 """
@@ -58,6 +58,7 @@ from jaxgrad._src.estimators.score_function import rloo as rloo
 from jaxgrad._src.estimators.score_function import score_function as score_function
 from jaxgrad._src.estimators.ugc import ugc as ugc
 from jaxgrad._src.estimators.unordered_set import unordered_set as unordered_set
+from jaxgrad._src.fisher import CGInfo as CGInfo
 from jaxgrad._src.fisher import empirical_fisher_vector_product as empirical_fisher_vector_product
 from jaxgrad._src.fisher import fisher_vector_product as fisher_vector_product
 from jaxgrad._src.fisher import natural_gradient as natural_gradient
@@ -79,6 +80,7 @@ from jaxgrad._src.samplers import normal as normal
 __version__ = "0.1.0"
 
 __all__ = [
+    "CGInfo",
     "ESTIMATORS",
     "EstimatorInfo",
     "OBJECTIVES",

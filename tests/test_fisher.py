@@ -243,6 +243,54 @@ def test_natural_gradient_is_the_closed_form_under_jit_and_vmap(rng, dtype, tol,
         np.testing.assert_allclose(x[1], g[1] / (2 / scale**2 + lam), rtol=rtol)
 
 
+def test_natural_gradient_reports_how_cg_ended_under_jit_and_vmap():
+    # Two normals: F + lambda I has 4 distinct eigenvalues (1/s^2, 2/s^2 per factor) and CG
+    # needs 4 steps; cut at 2 it reports a truncated solve whose residual is the true one.
+    params = (jnp.asarray([0.3, -1.0]), jnp.asarray([0.5, 2.0]))
+    g = (jnp.asarray([1.0, 2.0]), jnp.asarray([-0.5, 0.25]))
+
+    def one(p, maxiter):
+        return jaxgrad.natural_gradient(
+            D.normal, p, g, damping=0.0, tol=1e-12, maxiter=maxiter, return_info=True
+        )
+
+    x, info = jax.jit(functools.partial(one, maxiter=100))(params)
+    assert int(info.iterations) == 4 and bool(info.converged)
+    assert float(info.relative_residual) <= 1e-12
+    x, info = jax.jit(functools.partial(one, maxiter=2))(params)
+    assert int(info.iterations) == 2 and not bool(info.converged)
+    fx = _normal_fv(params, x)
+    true = np.sqrt(sum(float(jnp.sum((a - b) ** 2)) for a, b in zip(fx, g, strict=True)))
+    norm_g = np.sqrt(sum(float(jnp.sum(b**2)) for b in g))
+    assert float(info.relative_residual) == pytest.approx(true / norm_g, rel=1e-9)
+    assert float(info.relative_residual) > 1e-3
+    # vmap: each member counts its own iterations (equal scales: 2 distinct eigenvalues).
+    batch = (jnp.stack([params[0]] * 2), jnp.stack([params[1], jnp.asarray([1.0, 1.0])]))
+    _, info = jax.jit(jax.vmap(functools.partial(one, maxiter=100)))(batch)
+    assert info.iterations.tolist() == [4, 2] and info.converged.tolist() == [True, True]
+    with pytest.raises(TypeError, match="natural_gradient: return_info must be a static"):
+        jaxgrad.natural_gradient(D.normal, params, g, return_info=1)
+
+
+def test_natural_gradient_is_differentiated_by_another_solve():
+    # x_i = g_i / (c_i / s^2 + lambda): derivatives in the gradient and in the parameters.
+    params = (jnp.asarray([0.3, -1.0]), jnp.asarray([0.5, 2.0]))
+    g = (jnp.asarray([1.0, 2.0]), jnp.asarray([-0.5, 0.25]))
+    lam = 0.1
+
+    def total(p, gg):
+        x = jaxgrad.natural_gradient(D.normal, p, gg, damping=lam, tol=1e-13)
+        return jnp.sum(x[0]) + jnp.sum(x[1])
+
+    d_params, d_g = jax.jit(jax.grad(total, argnums=(0, 1)))(params, g)
+    s = params[1]
+    np.testing.assert_allclose(d_g[0], 1 / (1 / s**2 + lam), rtol=1e-10)
+    np.testing.assert_allclose(d_g[1], 1 / (2 / s**2 + lam), rtol=1e-10)
+    want = g[0] * 2 / s**3 / (1 / s**2 + lam) ** 2 + g[1] * 4 / s**3 / (2 / s**2 + lam) ** 2
+    np.testing.assert_allclose(d_params[1], want, rtol=1e-9)
+    np.testing.assert_allclose(d_params[0], 0.0, atol=1e-12)
+
+
 def test_natural_gradient_solves_a_singular_fisher_in_its_range(rng):
     # Categorical logits: F 1 = 0. A gradient of a function of softmax(logits) lies in F's range,
     # and undamped CG from 0 converges to the solution orthogonal to the null space.
