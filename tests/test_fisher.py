@@ -272,6 +272,32 @@ def test_natural_gradient_reports_how_cg_ended_under_jit_and_vmap():
         jaxgrad.natural_gradient(D.normal, params, g, return_info=1)
 
 
+def test_fisher_functions_under_shard_map_equal_vmap():
+    """8 problems sharded over 8 devices: the Fisher-vector products and the natural gradient
+    (with its CG account) are those of the vmapped call."""
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    rng = np.random.default_rng(3)
+    params = (jnp.asarray(rng.normal(size=(8, 2))), jnp.asarray(rng.uniform(0.5, 2, (8, 2))))
+    g = tuple(jnp.asarray(rng.normal(size=(8, 2))) for _ in range(2))
+    keys = jax.random.split(jax.random.key(5), 8)
+
+    def one(k, p, gg):
+        x, info = jaxgrad.natural_gradient(D.normal, p, gg, tol=1e-12, return_info=True)
+        sampled = efvp(k, D.normal, p, gg, num_samples=16)
+        return x, info, jaxgrad.fisher_vector_product(D.normal, p, gg), sampled
+
+    mesh = Mesh(np.array(jax.devices()[:8]), ("d",))
+    sharded = jax.jit(jax.shard_map(jax.vmap(one), mesh=mesh, in_specs=P("d"), out_specs=P("d")))(
+        jax.random.clone(keys), params, g
+    )
+    batched = jax.jit(jax.vmap(one))(keys, params, g)
+    for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(batched), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12)
+    assert all(sharded[1].converged.tolist())
+
+
 def test_natural_gradient_is_differentiated_by_another_solve():
     # x_i = g_i / (c_i / s^2 + lambda): derivatives in the gradient and in the parameters.
     params = (jnp.asarray([0.3, -1.0]), jnp.asarray([0.5, 2.0]))

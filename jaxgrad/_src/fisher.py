@@ -72,7 +72,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad._src import checks
+from jaxgrad._src import checks, sharding
 from jaxgrad._src.dists.continuous import Uniform
 from jaxgrad._src.dists.kl import kl as _kl
 
@@ -426,7 +426,8 @@ def _cg(matvec: Callable, b: Any, tol: Any, maxiter: int) -> tuple[Any, tuple[Ar
         return x, r, p, rr_new, k + 1
 
     zeros = [jnp.zeros_like(x) for x in leaves]
-    init = (zeros, list(leaves), list(leaves), bb, jnp.zeros((), jnp.int32))
+    count = sharding.vary_like(jnp.zeros((), jnp.int32), *leaves)  # under shard_map, like b
+    init = (zeros, list(leaves), list(leaves), bb, count)
     x, _, _, rr, k = jax.lax.while_loop(cond, body, init)
     relative = jnp.where(bb > 0, jnp.sqrt(rr / jnp.where(bb > 0, bb, 1)), 0).astype(dtype)
     return jax.tree.unflatten(tree, x), (k, relative)
