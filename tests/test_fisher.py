@@ -268,6 +268,12 @@ def test_natural_gradient_reports_how_cg_ended_under_jit_and_vmap():
     batch = (jnp.stack([params[0]] * 2), jnp.stack([params[1], jnp.asarray([1.0, 1.0])]))
     _, info = jax.jit(jax.vmap(functools.partial(one, maxiter=100)))(batch)
     assert info.iterations.tolist() == [4, 2] and info.converged.tolist() == [True, True]
+    # NaN in, NaN out, never "converged": in the gradient, and in the parameters (operator).
+    nan_g = (g[0].at[1].set(jnp.nan), g[1])
+    for p, gg in [(params, nan_g), ((params[0], params[1].at[0].set(jnp.nan)), g)]:
+        x, info = jaxgrad.natural_gradient(D.normal, p, gg, return_info=True)
+        assert all(bool(jnp.all(jnp.isnan(a))) for a in x)
+        assert np.isnan(float(info.relative_residual)) and not bool(info.converged)
     with pytest.raises(TypeError, match="natural_gradient: return_info must be a static"):
         jaxgrad.natural_gradient(D.normal, params, g, return_info=1)
 

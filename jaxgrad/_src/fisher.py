@@ -376,7 +376,7 @@ class CGInfo(NamedTuple):
         :math:`r_k` at the end (0 for ``g = 0``). In exact arithmetic it is the
         true residual :math:`(F + \lambda I) x - g`; in floating point the two
         differ by round-off, of order the dtype's epsilon times the condition
-        number.
+        number. NaN (and ``x`` NaN) when ``g`` or the Fisher holds a NaN.
       converged: ``relative_residual <= tol``, a bool scalar. ``False`` means
         ``maxiter`` was reached first: the returned ``x`` is the last iterate
         of a truncated solve.
@@ -403,7 +403,8 @@ def _cg(matvec: Callable, b: Any, tol: Any, maxiter: int) -> tuple[Any, tuple[Ar
 
     until :math:`\|r_k\| \le \mathrm{tol}\, \|b\|` or ``maxiter`` iterations.
     Returns ``(x, (iterations, ||r|| / ||b||))``; the scalars are accumulated
-    in the widest dtype of the leaves.
+    in the widest dtype of the leaves. A non-finite ``b`` gives a NaN ``x`` and
+    residual; a NaN operator makes them NaN after one iteration.
     """
     leaves, tree = jax.tree.flatten(b)
     dtype = max((x.dtype for x in leaves), key=lambda d: d.itemsize)
@@ -430,6 +431,11 @@ def _cg(matvec: Callable, b: Any, tol: Any, maxiter: int) -> tuple[Any, tuple[Ar
     init = (zeros, list(leaves), list(leaves), bb, count)
     x, _, _, rr, k = jax.lax.while_loop(cond, body, init)
     relative = jnp.where(bb > 0, jnp.sqrt(rr / jnp.where(bb > 0, bb, 1)), 0).astype(dtype)
+    # NaN in, NaN out: a non-finite b stops the loop at once (NaN > target is false), which
+    # would return x = 0 as if solved.
+    bad = ~jnp.isfinite(bb)
+    x = [jnp.where(bad, jnp.asarray(jnp.nan, xi.dtype), xi) for xi in x]
+    relative = jnp.where(bad, jnp.asarray(jnp.nan, dtype), relative)
     return jax.tree.unflatten(tree, x), (k, relative)
 
 
