@@ -419,11 +419,11 @@ def _cg(matvec: Callable, b: Any, tol: Any, maxiter: int) -> tuple[Any, tuple[Ar
         x, r, p, rr, k = state
         ap = jax.tree.leaves(matvec(jax.tree.unflatten(tree, p)))
         alpha = rr / _tree_vdot(p, ap, dtype)
-        x = [xi + (alpha * pi).astype(xi.dtype) for xi, pi in zip(x, p, strict=True)]
-        r = [ri - (alpha * ai).astype(ri.dtype) for ri, ai in zip(r, ap, strict=True)]
+        x = [xi + alpha.astype(xi.dtype) * pi for xi, pi in zip(x, p, strict=True)]
+        r = [ri - alpha.astype(ri.dtype) * ai for ri, ai in zip(r, ap, strict=True)]
         rr_new = _tree_vdot(r, r, dtype)
         beta = rr_new / rr
-        p = [ri + (beta * pi).astype(pi.dtype) for ri, pi in zip(r, p, strict=True)]
+        p = [ri + beta.astype(pi.dtype) * pi for ri, pi in zip(r, p, strict=True)]
         return x, r, p, rr_new, k + 1
 
     zeros = [jnp.zeros_like(x) for x in leaves]
