@@ -397,9 +397,9 @@ def _cg(matvec: Callable, b: Any, tol: Any, maxiter: int) -> tuple[Any, tuple[Ar
     Hestenes & Stiefel's recurrences, with :math:`x_0 = 0`, :math:`r_0 = p_0 = b`:
 
     .. math::
-        lpha_k = rac{r_k^	op r_k}{p_k^	op A p_k}, \quad
-        x_{k+1} = x_k + lpha_k p_k, \quad r_{k+1} = r_k - lpha_k A p_k, \quad
-        p_{k+1} = r_{k+1} + rac{r_{k+1}^	op r_{k+1}}{r_k^	op r_k}\, p_k ,
+        \alpha_k = \frac{r_k^\top r_k}{p_k^\top A p_k}, \quad
+        x_{k+1} = x_k + \alpha_k p_k, \quad r_{k+1} = r_k - \alpha_k A p_k, \quad
+        p_{k+1} = r_{k+1} + \frac{r_{k+1}^\top r_{k+1}}{r_k^\top r_k}\, p_k ,
 
     until :math:`\|r_k\| \le \mathrm{tol}\, \|b\|` or ``maxiter`` iterations.
     Returns ``(x, (iterations, ||r|| / ||b||))``; the scalars are accumulated
