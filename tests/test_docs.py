@@ -212,3 +212,24 @@ def test_every_notebook_is_in_the_site():
     index = (DOCS / "index.md").read_text()
     for path in sorted((REPO / "notebooks").glob("*.py")):
         assert f"notebooks/{path.stem}\n" in index, f"{path.name} is not in docs/index.md"
+
+
+def test_sources_have_no_control_characters():
+    """A backslash escape read by the wrong string literal (``\\a``, ``\\f``, ``\\t`` in a
+    docstring's math) leaves a control character behind; none may be in a source or page."""
+    bad = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+    folders = ["jaxgrad", "tests", "docs", "notebooks", "benchmarks"]
+    paths = [REPO / "README.md"] + [
+        p
+        for folder in folders
+        for p in sorted((REPO / folder).rglob("*"))
+        if p.suffix in (".py", ".md", ".rst") and "_build" not in p.parts
+    ]
+    assert len(paths) > 50
+    found = [
+        f"{p.relative_to(REPO)}:{i}"
+        for p in paths
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if bad.search(line)
+    ]
+    assert not found, f"control characters in {found}"
