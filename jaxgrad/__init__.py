@@ -15,8 +15,8 @@ Public API, by layer (data flows one way, top to bottom):
 * estimator transformations (``_src/estimators/``): ``score_function``,
   ``rloo``, ``pathwise``, ``measure_valued``, ``exact``, ``arm``, ``disarm``,
   ``categorical_disarm``, ``arms``, ``ugc``,
-  ``rebar``, ``relax``, ``variance_loss``, ``indecater``, ``unordered_set``, ``double_cv``,
-  ``rodeo``,
+  ``rebar``, ``relax``, ``variance_loss``, ``tune``, ``indecater``, ``unordered_set``,
+  ``double_cv``, ``rodeo``,
   ``magic_box``, ``ScoreFunctionAux`` (the aux of ``return_f_values=True``);
   the ``baselines`` module; the registry ``ESTIMATORS``;
 * variational objectives (``_src/estimators/multi_sample.py``): ``elbo`` (with
@@ -76,6 +76,7 @@ from jaxgrad._src.relaxations import straight_through_categorical as straight_th
 from jaxgrad._src.samplers import categorical as categorical
 from jaxgrad._src.samplers import gumbel as gumbel
 from jaxgrad._src.samplers import normal as normal
+from jaxgrad._src.tuning import tune as tune
 
 __version__ = "0.1.0"
 
@@ -126,6 +127,7 @@ __all__ = [
     "straight_through_bernoulli",
     "straight_through_categorical",
     "ugc",
+    "tune",
     "unordered_set",
     "variance_loss",
     "vimco",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -191,32 +193,41 @@ def _total_variance(est, key, logits, *args, num_keys=10_000):
     return float(np.asarray(g, np.float64).var(axis=0).sum())
 
 
-def test_rebar_tuning_lowers_variance(key):
-    opt = optax.adam(0.03)
-    loss = jaxgrad.variance_loss(rebar_tuned)
-
-    @jax.jit
-    def train(tune, key):
-        def step(carry, k):
-            tune, state = carry
-            batch = lambda t: jnp.mean(
-                jax.vmap(lambda kk: loss(kk, TOY_LOGITS, t)[0])(jax.random.split(k, 8))
-            )
-            grad = jax.grad(batch)(tune)
-            updates, state = opt.update(grad, state)
-            return (optax.apply_updates(tune, updates), state), None
-
-        (tune, _), _ = jax.lax.scan(step, (tune, opt.init(tune)), jax.random.split(key, 300))
-        return tune
-
+def test_tune_lowers_rebar_variance(key):
+    """jaxgrad.tune on REBAR's (log temperature, eta), closed over in the estimator."""
     train_key, eval_key = jax.random.split(key)
     tune0 = jnp.asarray([np.log(0.5), 0.2], jnp.float32)
-    with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes int and float
-        tune1 = train(tune0, train_key)
+    tune = functools.partial(jaxgrad.tune, steps=300, keys_per_step=8, optimizer=optax.adam(0.03))
+    tune1, losses = jax.jit(lambda k: tune(rebar_tuned, tune0, k, TOY_LOGITS))(train_key)
+    assert losses.shape == (300,) and float(losses[-50:].mean()) < float(losses[:50].mean())
     # Common random numbers: the same keys before and after.
     before = _total_variance(rebar_tuned, jax.random.clone(eval_key), TOY_LOGITS, tune0)
     after = _total_variance(rebar_tuned, eval_key, TOY_LOGITS, tune1)
     assert after < 0.6 * before, (before, after, tune1)
+
+
+def test_tune_under_vmap_equals_one_point_at_a_time_and_checks_its_arguments(key):
+    # Two parameter points tuned at once (vmap over logits and keys) = each tuned alone.
+    est = jaxgrad.relax(toy, lambda z, eta: eta * toy(jax.nn.sigmoid(2.0 * z)))
+    points = jnp.stack([TOY_LOGITS, TOY_LOGITS + 1.0])
+    k0, k1 = jax.random.split(key)
+    run = lambda k, l: jaxgrad.tune(est, jnp.float32(0.0), k, l, steps=20)  # noqa: E731
+    both = jnp.stack([jax.random.clone(k0), jax.random.clone(k1)])
+    eta, losses = jax.jit(jax.vmap(run))(both, points)
+    alone = [jax.jit(run)(k, l) for k, l in zip((k0, k1), points, strict=True)]
+    np.testing.assert_allclose(eta, [a[0] for a in alone], rtol=1e-5)
+    np.testing.assert_allclose(losses, [a[1] for a in alone], rtol=1e-5)
+    assert float(eta[0]) > 0.1  # it moved, towards REBAR's eta of about 1
+    cases = [
+        (dict(steps=0), ValueError, "tune: steps must be at least 1, got 0"),
+        (dict(keys_per_step=2.0), TypeError, "tune: keys_per_step must be a static Python int"),
+        (dict(optimizer=0.02), TypeError, "tune: optimizer must be an optax.GradientTransform"),
+    ]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            jaxgrad.tune(est, 0.0, jax.random.key(0), TOY_LOGITS, **kwargs)
+    with pytest.raises(TypeError, match="tune: est must be an estimator"):
+        jaxgrad.tune(None, 0.0, jax.random.key(0), TOY_LOGITS)
 
 
 def toy_cv(z, phi):

@@ -150,18 +150,19 @@ def check_shape(shape: Any, fn: str, name: str = "shape") -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
+def check_count(value: Any, fn: str, name: str, minimum: int = 1, why: str = "") -> int:
+    """Checks that argument ``name`` is a static int ``>= minimum``; ``why`` explains it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{fn}: {name} must be a static Python int, got {_describe(value)}.")
+    if value < minimum:
+        reason = f" {why}" if why else ""
+        raise ValueError(f"{fn}: {name} must be at least {minimum}, got {value}.{reason}")
+    return int(value)
+
+
 def check_num_samples(num_samples: Any, fn: str, minimum: int = 1, why: str = "") -> int:
     """Checks that ``num_samples`` is a static int ``>= minimum``."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
-        raise TypeError(
-            f"{fn}: num_samples must be a static Python int, got {_describe(num_samples)}."
-        )
-    if num_samples < minimum:
-        reason = f" {why}" if why else ""
-        raise ValueError(
-            f"{fn}: num_samples must be at least {minimum}, got {num_samples}.{reason}"
-        )
-    return int(num_samples)
+    return check_count(num_samples, fn, "num_samples", minimum, why)
 
 
 def check_min_ndim(x: Any, ndim: int, fn: str, name: str, what: str) -> None:

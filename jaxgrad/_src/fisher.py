@@ -556,12 +556,7 @@ def natural_gradient(
     params = _as_params(params, fn)
     grad = _like_params(params, grad, fn, "grad")
     _check_damping(damping, fn)
-    if isinstance(maxiter, bool) or not isinstance(maxiter, numbers.Integral):
-        raise TypeError(
-            f"{fn}: maxiter must be a static Python int, got {checks._describe(maxiter)}."
-        )
-    if maxiter < 1:
-        raise ValueError(f"{fn}: maxiter must be at least 1, got {maxiter}.")
+    maxiter = checks.check_count(maxiter, fn, "maxiter")
     _check_tol(tol, fn)
     if not isinstance(return_info, bool):
         raise TypeError(

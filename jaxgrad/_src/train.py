@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad._src import vae
-from jaxgrad._src.tuning import rates_like, tunable
+from jaxgrad._src.tuning import per_leaf_adam, tunable
 
 Array = jax.Array
 EMA_DECAY = 0.999
@@ -292,6 +292,7 @@ class _Trainer:
         if found is not None:
             est, init, lr, what = found
             self.tuning = (est, init, lr)
+            self.theta_opt = per_leaf_adam(lr)
             self.note = f"tuned online by variance_loss: {what}"
         elif spec.temperature is not None:
             if model.variable == "categorical" and config.anneal_rate > 0:
@@ -308,7 +309,6 @@ class _Trainer:
         return vae.init(self.model, jax.random.fold_in(key, 0), self.pixel_mean)
 
     def init_state(self) -> dict[str, Any]:
-        import optax
 
         def one(seed_key):
             params = self.init_params(seed_key)
@@ -322,7 +322,7 @@ class _Trainer:
             if self.tuning is not None:
                 theta = self.tuning[1]
                 state["theta"] = theta
-                state["theta_opt"] = optax.scale_by_adam().init(theta)
+                state["theta_opt"] = self.theta_opt.init(theta)
             return state
 
         return jax.vmap(one)(self.seed_keys())
@@ -391,16 +391,9 @@ class _Trainer:
                 return _sum_sq(g["encoder"]), g
 
             d_theta, grads = jax.grad(variance, has_aux=True)(state["theta"])
-            import optax
-
             with jax.numpy_dtype_promotion("standard"):  # optax mixes its int32 count in
-                updates, new["theta_opt"] = optax.scale_by_adam().update(
-                    d_theta, state["theta_opt"]
-                )
-            rates = rates_like(self.tuning[2], updates)
-            new["theta"] = jax.tree.map(
-                lambda t, u, r: t - (r * u).astype(t.dtype), state["theta"], updates, rates
-            )
+                updates, new["theta_opt"] = self.theta_opt.update(d_theta, state["theta_opt"])
+            new["theta"] = jax.tree.map(lambda t, u: t + u.astype(t.dtype), state["theta"], updates)
         elbo = jnp.mean(vae.elbo_samples(self.model, params, k_elbo, x))
         with jax.numpy_dtype_promotion("standard"):
             updates, new["opt"] = self.opt.update(grads, state["opt"], params)
