@@ -3,10 +3,12 @@
 Three registry estimators have parameters that leave them unbiased and that
 lower their variance when tuned by :func:`jaxgrad.variance_loss` (Tucker et
 al. 2017; Grathwohl et al. 2018): RELAX's control variate, RODEO's ``h`` and
-double CV's ``alpha``. :func:`tunable` states each one's tuning problem (the
-estimator as a function of its parameters, where they start, and Adam's step
-size), shared by ``jaxgrad study`` (:func:`tuned`: tuned first, on keys of
-its own) and ``jaxgrad train`` (tuned online, step by step).
+double CV's ``alpha``. :func:`tune` (public, ``jaxgrad.tune``) runs that
+descent for any such estimator. :func:`tunable` states each registry entry's
+tuning problem (the estimator as a function of its parameters, where they
+start, and Adam's step size), shared by ``jaxgrad study`` (:func:`tuned`:
+tuned first through :func:`tune`, on keys of its own) and ``jaxgrad train``
+(tuned online, step by step, with :func:`per_leaf_adam`).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ Array = jax.Array
 
 #: Adam steps of :func:`jaxgrad.variance_loss` that tune RELAX, RODEO and double CV before a study.
 TUNING_STEPS = 200
-_TUNING_KEYS_PER_STEP = 16
-#: Adam's learning rate for the unit-free tuning parameters (RELAX's eta, double CV's alpha).
-_TUNING_LEARNING_RATE = 0.02
+#: Independent keys whose variance losses each tuning step averages (:func:`tune`'s default).
+TUNE_KEYS_PER_STEP = 16
+#: Adam's learning rate for unit-free tuning parameters (RELAX's eta, double CV's alpha), and
+#: :func:`tune`'s default.
+TUNE_LEARNING_RATE = 0.02
 #: RELAX's ``phi`` (units of f per unit of z) steps by ``0.005 std f``: on the categorical
 #: toy (3 x 4) the tuned variance is 0.0072 against REBAR's 0.0083, where the unit-free rate
 #: 0.02 made it worse (0.0105); on the binary VAE 2352 against 13610 (0.02: 2444).
@@ -36,12 +40,6 @@ _RELAX_PHI_RELATIVE_LEARNING_RATE = 0.005
 _RODEO_RELATIVE_LEARNING_RATE = 0.1
 #: Samples of ``f`` that measure its spread for RODEO's learning rate (tuning keys).
 _SCALE_KEYS = 64
-
-
-#: Adam's learning rate of :func:`tune` when no optimizer is given.
-TUNE_LEARNING_RATE = 0.02
-#: Independent keys whose variance losses each step of :func:`tune` averages, by default.
-TUNE_KEYS_PER_STEP = _TUNING_KEYS_PER_STEP
 
 
 def tune(
@@ -225,7 +223,7 @@ def tunable(name, f, params, args, *, dist, temperature, num_samples, f_takes_ke
         spec = discrete.categorical if categorical else discrete.bernoulli
         est = rebar.relax(f, control_variate, dist=spec, num_samples=num_samples)
         init = (jnp.ones((), dtype), jnp.zeros(jnp.shape(params), dtype))
-        lr = (_TUNING_LEARNING_RATE, _RELAX_PHI_RELATIVE_LEARNING_RATE * spread(est, init))
+        lr = (TUNE_LEARNING_RATE, _RELAX_PHI_RELATIVE_LEARNING_RATE * spread(est, init))
         what = "eta * f(relax(z / temperature)) + <phi, z>, from eta=1, phi=0"
         return est, init, lr, what
     if name == "rodeo":
@@ -243,13 +241,13 @@ def tunable(name, f, params, args, *, dist, temperature, num_samples, f_takes_ke
         return inner(k, logits, *a)
 
     init = jnp.ones(jnp.shape(params), dtype)
-    return with_alpha, init, _TUNING_LEARNING_RATE, "alpha per coordinate, from 1"
+    return with_alpha, init, TUNE_LEARNING_RATE, "alpha per coordinate, from 1"
 
 
 def tuned(est, init, params, args, *, learning_rate, what, key, steps):
     """``est`` with its parameters tuned by ``steps`` Adam steps of ``variance_loss``.
 
-    Each step averages the variance loss over ``_TUNING_KEYS_PER_STEP`` keys
+    Each step averages the variance loss over ``TUNE_KEYS_PER_STEP`` keys
     drawn from ``key``, independent of the study's keys, so the tuned
     estimator stays unbiased for them. Returns ``(est(key, params, *args),
     record)``.
@@ -263,7 +261,7 @@ def tuned(est, init, params, args, *, learning_rate, what, key, steps):
     k = max(1, steps // 10)
     record = {
         "steps": steps,
-        "keys_per_step": _TUNING_KEYS_PER_STEP,
+        "keys_per_step": TUNE_KEYS_PER_STEP,
         "optimizer": "adam",
         "learning_rate": jax.tree.map(float, learning_rate),
         "tuned": what,
