@@ -230,6 +230,28 @@ def test_tune_under_vmap_equals_one_point_at_a_time_and_checks_its_arguments(key
         jaxgrad.tune(None, 0.0, jax.random.key(0), TOY_LOGITS)
 
 
+def test_tune_under_shard_map_tunes_each_device_s_own_point(key):
+    """8 parameter points sharded over 8 devices equal the vmapped tuning. (A replicated start
+    would have its gradient summed over the devices and tune one shared eta: a regression.)"""
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    est = jaxgrad.relax(toy, lambda z, eta: eta * toy(jax.nn.sigmoid(2.0 * z)))
+    run = lambda k, l: jaxgrad.tune(est, jnp.float32(0.0), k, l, steps=10)  # noqa: E731
+    points = jnp.asarray(np.linspace(-1.0, 1.0, 24).reshape(8, 3), jnp.float32)
+    keys = jax.random.split(key, 8)
+    mesh = Mesh(np.array(jax.devices()[:8]), ("d",))
+    sharded = jax.jit(jax.shard_map(jax.vmap(run), mesh=mesh, in_specs=P("d"), out_specs=P("d")))
+    eta, losses = sharded(jax.random.clone(keys), points)
+    want_eta, want_losses = jax.jit(jax.vmap(run))(keys, points)
+    np.testing.assert_allclose(eta, want_eta, rtol=1e-5)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
+    assert len(set(np.asarray(eta).tolist())) == 8
+    # A derivative through the tuning would be a second derivative of a first-order estimator.
+    with pytest.raises(TypeError, match="relax is a first-order estimator"):
+        jax.grad(lambda l: run(jax.random.key(1), l)[0])(points[0])
+
+
 def toy_cv(z, phi):
     relaxed = jax.nn.sigmoid(z / jnp.exp(phi[1]))
     return phi[0] * toy(relaxed) + jnp.sum(phi[2:5] * jax.nn.sigmoid(z)) + phi[5]

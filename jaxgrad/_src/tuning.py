@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad._src import checks
+from jaxgrad._src import checks, sharding
 
 Array = jax.Array
 
@@ -140,7 +140,11 @@ def tune(
             f"{fn}: optimizer must be an optax.GradientTransformation (with init and update), "
             f"got {type(optimizer).__name__}; e.g. optax.adam(0.02)."
         )
-    tuning_params = jax.tree.map(jnp.asarray, tuning_params)
+    # Under shard_map, a gradient in a device-invariant value is summed over the devices: a
+    # replicated start would tune one shared phi from every device's draws. Each device's phi
+    # varies like its own key and parameters.
+    like = [key, *jax.tree.leaves(params)]
+    tuning_params = jax.tree.map(lambda t: sharding.vary_like(jnp.asarray(t), *like), tuning_params)
     loss = variance_loss(est)
 
     def mean_loss(phi: Any, k: Any) -> Array:
