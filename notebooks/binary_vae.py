@@ -392,9 +392,10 @@ for name, (est, _) in ESTIMATORS.items():
 # **Tuning.** Double CV's $\alpha$ (one per logit, from the paper's 1), RODEO's
 # $h$ (the registry's linear $h^0 = \langle w_0, y\rangle$,
 # $h^1 = \langle w_1, y\rangle + \gamma f_{-k}$, from 0) and RELAX's $(\eta, \phi)$
-# (from REBAR's) are tuned for each image by Adam on `jaxgrad.variance_loss`,
-# $\sum_i \hat g_i^2$, whose gradient in the tuning parameters is an unbiased
-# estimate of the gradient of the total variance (double backprop). The recipe
+# (from REBAR's) are tuned for each image by `jaxgrad.tune`: Adam on
+# `jaxgrad.variance_loss`, $\sum_i \hat g_i^2$, whose gradient in the tuning
+# parameters is an unbiased estimate of the gradient of the total variance
+# (double backprop), in one compiled loop vmapped over the images. The recipe
 # is that of `jaxgrad study` (`diagnostics.TUNING_STEPS` = 200 steps of 16 keys;
 # step size 0.02 for $\alpha$ and $\eta$, $0.005\,\mathrm{std} f$ for $\phi$,
 # $0.1 \sqrt D\, \mathrm{std} f$ for $h$), on keys of its own, so the tuned
@@ -504,8 +505,8 @@ def initial_theta(num_images):
 
 
 @jax.jit
-def tune(key, logits, theta, dec, x):
-    """TUNE_STEPS Adam steps on the variance loss of the three tuned bodies, all images."""
+def tune_bodies(key, logits, theta, dec, x):
+    """TUNE_STEPS steps of `jaxgrad.tune` for each tuned body and image (vmapped over images)."""
     scale_key, step_key = jax.random.split(key)
     b = jax.random.bernoulli(scale_key, jax.nn.sigmoid(logits), (64, *logits.shape))
     fs = jax.vmap(jax.vmap(f, in_axes=(0, None, 0)), in_axes=(0, None, None))(
@@ -513,42 +514,29 @@ def tune(key, logits, theta, dec, x):
     )
     std_f = jnp.std(fs, axis=0)  # [images]: the scale of h's and phi's step sizes
     h_rate = 0.1 * np.sqrt(LATENT) * std_f
-    rates = {
-        "double-cv": 0.02,
-        "rodeo": (h_rate[:, None], h_rate[:, None], h_rate),
-        "relax": (0.02, 0.005 * std_f[:, None]),
+    rates = {  # one step size per leaf of each body's parameters, per image
+        "double-cv": jnp.full_like(std_f, 0.02),
+        "rodeo": (h_rate, h_rate, h_rate),
+        "relax": (jnp.full_like(std_f, 0.02), 0.005 * std_f),
     }
+    tuned, losses = {}, 0.0
+    for t, body in enumerate(theta):
 
-    def loss(theta, k):  # mean over 16 keys, summed over bodies and images
-        keys = jax.random.split(k, (len(theta), 16, x.shape[0]))
-        total = jnp.zeros((), jnp.float32)
-        for t, body in enumerate(theta):
+        def one(k, l, th, xi, rate, body=body):
+            est = lambda k_, l_, th_: frontier_estimator(body, th_)(k_, l_, dec, xi)  # noqa: E731
+            per_leaf = optax.stateless(lambda u, _: jax.tree.map(lambda a, r: -r * a, u, rate))
+            adam = optax.chain(optax.scale_by_adam(), per_leaf)
+            return jaxgrad.tune(est, th, k, l, steps=TUNE_STEPS, optimizer=adam)
 
-            def one(kk, l, th, xi, body=body):
-                est = lambda k_, l_: frontier_estimator(body, th)(k_, l_, dec, xi)  # noqa: E731
-                return jaxgrad.variance_loss(est)(kk, l)[0]
-
-            per_key = jax.vmap(jax.vmap(one), in_axes=(0, None, None, None))
-            total = total + jnp.sum(jnp.mean(per_key(keys[t], logits, theta[body], x), axis=0))
-        return total
-
-    adam = optax.scale_by_adam()
-
-    def step(carry, k):
-        theta, state = carry
-        value, grads = jax.value_and_grad(loss)(theta, k)
-        updates, state = adam.update(grads, state)
-        theta = jax.tree.map(lambda p, u, r: p - r * u, theta, updates, rates)
-        return (theta, state), value
-
-    keys = jax.random.split(step_key, TUNE_STEPS)
-    (theta, _), losses = jax.lax.scan(step, (theta, adam.init(theta)), keys)
-    return theta, losses
+        keys = jax.random.split(jax.random.fold_in(step_key, t), x.shape[0])
+        tuned[body], body_losses = jax.vmap(one)(keys, logits, theta[body], x, rates[body])
+        losses = losses + jnp.sum(body_losses, axis=0)  # [steps], summed over images
+    return tuned, losses
 
 
 t0 = time.perf_counter()
 init = initial_theta(FRONT_IMAGES)
-tuned, losses = tune(jax.random.key(6), logits_front, init, dec, x_front)
+tuned, losses = tune_bodies(jax.random.key(6), logits_front, init, dec, x_front)
 losses = np.asarray(losses)
 k = max(1, TUNE_STEPS // 10)
 print(
