@@ -160,6 +160,15 @@ def check_count(value: Any, fn: str, name: str, minimum: int = 1, why: str = "")
     return int(value)
 
 
+def check_bool(value: Any, fn: str, name: str, meaning: str) -> bool:
+    """Checks that argument ``name`` is a static Python bool; ``meaning`` says what True does."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"{fn}: {name} must be a static Python bool ({meaning}), got {type(value).__name__}."
+        )
+    return value
+
+
 def check_num_samples(num_samples: Any, fn: str, minimum: int = 1, why: str = "") -> int:
     """Checks that ``num_samples`` is a static int ``>= minimum``."""
     return check_count(num_samples, fn, "num_samples", minimum, why)

@@ -430,12 +430,11 @@ def _cg(matvec: Callable, b: Any, tol: Any, maxiter: int) -> tuple[Any, tuple[Ar
     count = sharding.vary_like(jnp.zeros((), jnp.int32), *leaves)  # under shard_map, like b
     init = (zeros, list(leaves), list(leaves), bb, count)
     x, _, _, rr, k = jax.lax.while_loop(cond, body, init)
-    relative = jnp.where(bb > 0, jnp.sqrt(rr / jnp.where(bb > 0, bb, 1)), 0).astype(dtype)
-    # NaN in, NaN out: a non-finite b stops the loop at once (NaN > target is false), which
-    # would return x = 0 as if solved.
+    relative = jnp.sqrt(rr / jnp.where(bb > 0, bb, 1)).astype(dtype)  # b = 0: rr = 0, so 0
+    # NaN in, NaN out: a non-finite b stops the loop at once (NaN > target is false) and
+    # leaves rr = bb, so the residual is NaN already; x would be 0, as if solved.
     bad = ~jnp.isfinite(bb)
     x = [jnp.where(bad, jnp.asarray(jnp.nan, xi.dtype), xi) for xi in x]
-    relative = jnp.where(bad, jnp.asarray(jnp.nan, dtype), relative)
     return jax.tree.unflatten(tree, x), (k, relative)
 
 
@@ -528,8 +527,8 @@ def natural_gradient(
     Raises:
       TypeError: if ``grad`` does not have the structure or dtypes of
         ``params``, ``damping`` is not a real number, ``maxiter`` is not an
-        int, or ``dist`` lacks the methods the chosen Fisher needs.
-        ``return_info`` is not a bool,
+        int, ``dist`` lacks the methods the chosen Fisher needs, or
+        ``return_info`` is not a bool.
       ValueError: if ``damping < 0`` (or not a scalar), ``maxiter < 1``,
         ``tol < 0``, a leaf of ``grad`` has the wrong shape, or only one of
         ``key`` and ``num_samples`` is given.
@@ -558,10 +557,7 @@ def natural_gradient(
     _check_damping(damping, fn)
     maxiter = checks.check_count(maxiter, fn, "maxiter")
     _check_tol(tol, fn)
-    if not isinstance(return_info, bool):
-        raise TypeError(
-            f"{fn}: return_info must be a static Python bool, got {checks._describe(return_info)}."
-        )
+    checks.check_bool(return_info, fn, "return_info", "True also returns a CGInfo")
     if (key is None) != (num_samples is None):
         given, missing = ("key", "num_samples") if num_samples is None else ("num_samples", "key")
         raise ValueError(

@@ -309,7 +309,6 @@ class _Trainer:
         return vae.init(self.model, jax.random.fold_in(key, 0), self.pixel_mean)
 
     def init_state(self) -> dict[str, Any]:
-
         def one(seed_key):
             params = self.init_params(seed_key)
             enc0 = jax.tree.map(jnp.zeros_like, params["encoder"])

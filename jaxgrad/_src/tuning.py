@@ -172,17 +172,12 @@ def per_leaf_adam(learning_rate: Any) -> Any:
     """Adam with one learning rate per leaf: ``learning_rate`` a float, or a tree of them."""
     import optax
 
-    def scale(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
-        del params
-        rates = learning_rate if isinstance(learning_rate, tuple | list | dict) else None
-        if rates is None:
-            return jax.tree.map(lambda u: -learning_rate * u, updates), state
-        return jax.tree.map(lambda u, r: -r * u, updates, rates), state
-
-    return optax.chain(
-        optax.scale_by_adam(),
-        optax.GradientTransformation(lambda params: optax.EmptyState(), scale),
+    if not isinstance(learning_rate, tuple | list | dict):
+        return optax.chain(optax.scale_by_adam(), optax.scale(-learning_rate))
+    per_leaf = optax.stateless(
+        lambda updates, _: jax.tree.map(lambda u, r: -r * u, updates, learning_rate)
     )
+    return optax.chain(optax.scale_by_adam(), per_leaf)
 
 
 def tunable(name, f, params, args, *, dist, temperature, num_samples, f_takes_key, key):

@@ -153,12 +153,8 @@ def split_tuning_params(rest: tuple, fn: str, name: str, of: str) -> tuple[Any, 
 
 def check_f_takes_key(f_takes_key: Any, fn: str) -> bool:
     """Returns ``f_takes_key`` after checking it is a static Python bool."""
-    if not isinstance(f_takes_key, bool):
-        raise TypeError(
-            f"{fn}: f_takes_key must be a static Python bool (True to call f(x, key, *args) "
-            f"with its own key per evaluation), got {type(f_takes_key).__name__}."
-        )
-    return f_takes_key
+    meaning = "True to call f(x, key, *args) with its own key per evaluation"
+    return checks.check_bool(f_takes_key, fn, "f_takes_key", meaning)
 
 
 def split_f_key(key: Any, f_takes_key: bool) -> tuple[Any, Any]:

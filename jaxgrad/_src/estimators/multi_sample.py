@@ -244,11 +244,7 @@ def elbo(
     fn = "elbo"
     k, lps = _prologue(log_p, dist, num_samples, fn, 1)
     common.check_reparameterizable(dist, fn, _REPARAMETERIZED)
-    if not isinstance(stl, bool):
-        raise TypeError(
-            f"elbo: stl must be a static Python bool (True drops the score term), "
-            f"got {type(stl).__name__}."
-        )
+    checks.check_bool(stl, fn, "stl", "True drops the score term")
     mean = lambda log_w: jnp.mean(log_w)
     if not stl:
         return _pathwise_estimator(fn, lps, dist, k, mean)
