@@ -54,6 +54,7 @@ import math
 import os
 import pickle
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -798,6 +799,7 @@ def main() -> None:
     finally:
         for w in workers.values():
             w.close()
+        shutil.rmtree(tmp, ignore_errors=True)  # the workers' states, logs and outputs
         if args.out is not None:
             results.write_json(args.out, doc)
     report(doc)
